@@ -6,14 +6,24 @@
 // miss the same key at the same time: the others wait for that load. Before
 // a load starts, its bytes (from the injected sizer) are reserved, evicting
 // least-recently-used unpinned experts as needed, so resident plus loading
-// bytes never exceed the budget. If everything resident is pinned, Acquire()
-// waits for a handle to be released.
+// bytes never exceed the budget. If even evicting every unpinned expert
+// would not make room (the budget is held by pinned or loading experts),
+// Acquire() evicts nothing and waits until a handle is released or a load
+// fails. Waiters are not queued in order: a large expert may wait while
+// smaller ones keep fitting.
+//
+// The loader and the sizer run without the cache's lock held, and evicted
+// experts are destroyed outside it. A loader result larger than the sizer
+// announced, a null result or an exception from the loader fails the load
+// with INTERNAL.
 //
 // Entry states:
 //   absent --Acquire miss--> loading --ok--> resident (pinned while handles
 //   live; in the LRU list when unpinned) --evict--> absent
 //   loading --loader error--> absent (the error goes to every waiter; it is
 //   not cached, so the next Acquire tries again)
+// A thread that finds an entry loading pins it and waits, so the entry is
+// resident and pinned when the load succeeds.
 //
 // Invariants (checked in debug builds, observable via stats()):
 //   resident_bytes + loading_bytes <= budget_bytes (when budget_bytes > 0)
@@ -34,6 +44,7 @@
 #include <list>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -50,8 +61,9 @@ class CachedExpert {
   virtual uint64_t bytes() const = 0;
 };
 
-using ExpertLoader = std::function<absl::StatusOr<std::shared_ptr<CachedExpert>>(
-    const ExpertKey&)>;
+using ExpertLoader =
+    std::function<absl::StatusOr<std::shared_ptr<CachedExpert>>(
+        const ExpertKey&)>;
 // Exact bytes the loader's result for `key` will occupy.
 using ExpertSizer = std::function<uint64_t(const ExpertKey&)>;
 
@@ -61,9 +73,9 @@ struct ExpertCacheOptions {
 };
 
 struct ExpertCacheStats {
-  uint64_t hits = 0;         // Acquire() found the expert resident or loading.
-  uint64_t misses = 0;       // Acquire() started a load.
-  uint64_t loads = 0;        // loads that succeeded.
+  uint64_t hits = 0;    // Acquire() found the expert resident or loading.
+  uint64_t misses = 0;  // Acquire() started a load.
+  uint64_t loads = 0;   // loads that succeeded.
   uint64_t load_failures = 0;
   uint64_t evictions = 0;
   uint64_t resident_bytes = 0;
@@ -120,21 +132,46 @@ class ExpertCache {
 
  private:
   struct Entry;
+  struct LoadResult;
   ExpertCache(ExpertCacheOptions options, ExpertLoader loader,
               ExpertSizer sizer);
-  void Release(const ExpertKey& key);
+
+  // Implementation details in expert_cache.cc.
+  absl::StatusOr<ExpertHandle> JoinLocked(const ExpertKey& key, Entry* entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool MakeRoomLocked(uint64_t bytes,
+                      std::vector<std::shared_ptr<CachedExpert>>* evicted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EvictOldestLocked(std::vector<std::shared_ptr<CachedExpert>>* evicted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartLoadLocked(const ExpertKey& key, uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<ExpertHandle> Load(const ExpertKey& key, uint64_t bytes)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<ExpertHandle> FinishLoadLocked(
+      const ExpertKey& key, absl::StatusOr<std::shared_ptr<CachedExpert>> value)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PinLocked(Entry* entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(const ExpertKey& key) ABSL_LOCKS_EXCLUDED(mu_);
+  bool InvariantsHoldLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   friend class ExpertHandle;
-  // Implementation details in expert_cache.cc.
+
+  // Constant after construction.
   const ExpertCacheOptions options_;
   const ExpertLoader loader_;
   const ExpertSizer sizer_;
 
   mutable absl::Mutex mu_;
+  // Signalled whenever a waiter's condition may have become true: a load
+  // finished (its waiters), an expert was unpinned or a failed load freed
+  // its reservation (threads waiting for budget).
+  absl::CondVar changed_;
   std::unordered_map<ExpertKey, std::unique_ptr<Entry>, ExpertKeyHash> entries_
       ABSL_GUARDED_BY(mu_);
   // Unpinned resident keys, least recently used first.
   std::list<ExpertKey> lru_ ABSL_GUARDED_BY(mu_);
+  uint64_t lru_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // bytes of the lru_ entries
   ExpertCacheStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -56,23 +56,25 @@ struct MoeSpec {
 
 // MODEL_SPEC's architecture with every default applied.
 struct ModelConfig {
-  int image_size = 0;  // S
-  int patch_size = 0;  // P
-  int dim = 0;         // D
-  int depth = 0;       // L
-  int heads = 0;       // H
-  int mlp_dim = 0;     // F
-  int num_classes = 0; // C
+  int image_size = 0;   // S
+  int patch_size = 0;   // P
+  int dim = 0;          // D
+  int depth = 0;        // L
+  int heads = 0;        // H
+  int mlp_dim = 0;      // F
+  int num_classes = 0;  // C
   float norm_eps = 1e-6f;
   bool class_token = false;
   Pooling global_pool = Pooling::kAvg;
   MoeSpec moe;
 
   int grid() const { return image_size / patch_size; }
-  int num_patches() const { return grid() * grid(); }            // N
+  int num_patches() const { return grid() * grid(); }                       // N
   int num_tokens() const { return num_patches() + (class_token ? 1 : 0); }  // T
   int head_dim() const { return dim / heads; }
-  // Token routing: ceil(k * T * capacity_factor / E).
+  // Token routing: ceil(k * T * capacity_factor / E), computed exactly on
+  // the decimal the manifest wrote (1.1, not float 1.10000002), and capped at
+  // T, which routes the same: an expert gets at most one slot per token.
   int expert_capacity() const;
 };
 
@@ -80,7 +82,7 @@ struct TensorInfo {
   std::string name;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  std::string file;  // relative to the model directory.
+  std::string file;           // relative to the model directory.
   uint64_t offset_bytes = 0;  // from the start of the file; multiple of 64.
   uint64_t size_bytes = 0;    // == product(shape) * DTypeSize(dtype).
 };

@@ -17,8 +17,9 @@
   } while (0)
 
 // `lhs = value of statusor_expr`, or returns its error.
-#define ASSIGN_OR_RETURN(lhs, statusor_expr) \
-  ASSIGN_OR_RETURN_IMPL_(EDGE_CONCAT_(edge_statusor_, __LINE__), lhs, statusor_expr)
+#define ASSIGN_OR_RETURN(lhs, statusor_expr)                          \
+  ASSIGN_OR_RETURN_IMPL_(EDGE_CONCAT_(edge_statusor_, __LINE__), lhs, \
+                         statusor_expr)
 
 #define ASSIGN_OR_RETURN_IMPL_(tmp, lhs, statusor_expr) \
   auto tmp = (statusor_expr);                           \

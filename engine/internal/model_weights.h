@@ -1,0 +1,67 @@
+// ModelWeights: every non-expert tensor of a model, prepared for oneDNN at
+// load (linear weights reordered into the matmul's layout), and
+// PreparedExpert, the form in which ExpertCache holds one expert.
+//
+// Thread-safe: immutable after loading.
+#ifndef EDGE_ENGINE_INTERNAL_MODEL_WEIGHTS_H_
+#define EDGE_ENGINE_INTERNAL_MODEL_WEIGHTS_H_
+
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/expert_cache.h"
+#include "cache/expert_store.h"
+#include "common/model_manifest.h"
+#include "engine/internal/kernels.h"
+
+namespace edge::internal {
+
+struct BlockWeights {
+  NormWeights norm1;
+  NormWeights norm2;
+  LinearWeights qkv;   // D -> 3D
+  LinearWeights proj;  // D -> D
+  // Dense blocks only.
+  LinearWeights fc1;  // D -> F
+  LinearWeights fc2;  // F -> D
+  // MoE blocks only: D -> E, zero bias (MODEL_SPEC's router has none).
+  LinearWeights router;
+};
+
+struct ModelWeights {
+  LinearWeights patch_embed;     // 3*P*P -> D; input is a patch in (c, y, x)
+  std::vector<float> cls_token;  // [D], empty without a class token.
+  std::vector<float> pos_embed;  // [T, D]
+  std::vector<BlockWeights> blocks;
+  NormWeights norm;
+  LinearWeights head;  // D -> C
+};
+
+// Maps the files holding non-expert tensors, verifies their size and
+// SHA-256 (DATA_LOSS naming the file), and prepares every tensor.
+absl::StatusOr<ModelWeights> LoadModelWeights(const ModelManifest& manifest,
+                                              Kernels& kernels);
+
+// One expert's MLP, as ExpertCache stores it.
+class PreparedExpert final : public CachedExpert {
+ public:
+  PreparedExpert(LinearWeights fc1, LinearWeights fc2)
+      : fc1_(std::move(fc1)), fc2_(std::move(fc2)) {}
+  uint64_t bytes() const override { return fc1_.bytes() + fc2_.bytes(); }
+  const LinearWeights& fc1() const { return fc1_; }
+  const LinearWeights& fc2() const { return fc2_; }
+
+ private:
+  const LinearWeights fc1_;
+  const LinearWeights fc2_;
+};
+
+// Prepares `raw` (float32 tensors) for the cache.
+absl::StatusOr<std::shared_ptr<CachedExpert>> PrepareExpert(
+    const RawExpert& raw, Kernels& kernels);
+// Exact bytes PrepareExpert() holds for any expert of `config`.
+uint64_t PreparedExpertBytes(const ModelConfig& config, Kernels& kernels);
+
+}  // namespace edge::internal
+
+#endif  // EDGE_ENGINE_INTERNAL_MODEL_WEIGHTS_H_

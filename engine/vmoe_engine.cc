@@ -1,0 +1,112 @@
+#include "engine/vmoe_engine.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+#include "engine/internal/forward.h"
+#include "engine/internal/kernels.h"
+#include "engine/internal/model_weights.h"
+
+namespace edge {
+
+using internal::Workspace;
+
+struct VmoeEngine::State {
+  EngineOptions options;
+  ModelManifest manifest;
+  internal::Kernels kernels;
+  internal::ModelWeights weights;
+  std::unique_ptr<ExpertStore> store;
+  std::unique_ptr<ExpertCache> cache;
+
+  absl::Mutex pool_mu;
+  // Idle workspaces; Run() takes one and gives it back.
+  std::vector<std::unique_ptr<Workspace>> idle ABSL_GUARDED_BY(pool_mu);
+
+  std::unique_ptr<Workspace> TakeWorkspace() {
+    absl::MutexLock lock(&pool_mu);
+    if (idle.empty()) return std::make_unique<Workspace>(kernels.engine());
+    std::unique_ptr<Workspace> ws = std::move(idle.back());
+    idle.pop_back();
+    return ws;
+  }
+  void ReturnWorkspace(std::unique_ptr<Workspace> ws) {
+    absl::MutexLock lock(&pool_mu);
+    idle.push_back(std::move(ws));
+  }
+};
+
+VmoeEngine::VmoeEngine(std::unique_ptr<State> state)
+    : state_(std::move(state)) {}
+VmoeEngine::~VmoeEngine() = default;
+
+absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
+    const std::string& model_dir, EngineOptions options) {
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError("max_batch_size must be >= 1");
+  }
+  auto state = std::make_unique<State>();
+  state->options = options;
+  ASSIGN_OR_RETURN(state->manifest, ModelManifest::Load(model_dir));
+  try {
+    ASSIGN_OR_RETURN(state->weights, internal::LoadModelWeights(
+                                         state->manifest, state->kernels));
+    ASSIGN_OR_RETURN(state->store,
+                     ExpertStore::Create(&state->manifest, options.store));
+    State* s = state.get();
+    const uint64_t expert_bytes =
+        internal::PreparedExpertBytes(s->manifest.config(), s->kernels);
+    auto loader = [s](const ExpertKey& key)
+        -> absl::StatusOr<std::shared_ptr<CachedExpert>> {
+      ASSIGN_OR_RETURN(RawExpert raw, s->store->Load(key));
+      try {
+        return internal::PrepareExpert(raw, s->kernels);
+      } catch (const dnnl::error& e) {
+        return absl::InternalError(
+            absl::StrCat("oneDNN preparing ", key.ToString(), ": ", e.what()));
+      }
+    };
+    auto sizer = [expert_bytes](const ExpertKey&) { return expert_bytes; };
+    ASSIGN_OR_RETURN(state->cache,
+                     ExpertCache::Create(options.cache, loader, sizer));
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(
+        absl::StrCat("oneDNN loading ", model_dir, ": ", e.what()));
+  }
+  return std::unique_ptr<VmoeEngine>(new VmoeEngine(std::move(state)));
+}
+
+const ModelManifest& VmoeEngine::manifest() const { return state_->manifest; }
+const ModelConfig& VmoeEngine::config() const {
+  return state_->manifest.config();
+}
+ExpertCacheStats VmoeEngine::cache_stats() const {
+  return state_->cache->stats();
+}
+
+absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
+                                                         int batch_size,
+                                                         RunTiming* timing) {
+  if (batch_size < 1 || batch_size > state_->options.max_batch_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch size ", batch_size, " is outside [1, ",
+                     state_->options.max_batch_size, "]"));
+  }
+  if (images == nullptr) return absl::InvalidArgumentError("no images");
+  std::unique_ptr<Workspace> ws = state_->TakeWorkspace();
+  const internal::ForwardContext ctx{&config(), &state_->weights,
+                                     &state_->kernels, state_->cache.get()};
+  absl::StatusOr<std::vector<ImageResult>> results;
+  try {
+    internal::ForwardPass pass(ctx, ws.get(), batch_size);
+    results = pass.Run(images, timing);
+  } catch (const dnnl::error& e) {
+    results = absl::InternalError(absl::StrCat("oneDNN: ", e.what()));
+  }
+  state_->ReturnWorkspace(std::move(ws));
+  return results;
+}
+
+}  // namespace edge

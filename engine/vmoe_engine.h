@@ -1,0 +1,103 @@
+// VmoeEngine: runs a Vision Mixture-of-Experts model (MODEL_SPEC) on a batch
+// of normalised images with oneDNN.
+//
+// Create() loads and verifies the model directory, reorders every
+// non-expert weight once into oneDNN's preferred layout and sets up the
+// expert cache; experts are loaded on demand through ExpertStore ->
+// ExpertCache (byte budget, LRU, pinning). Run() computes a batch:
+//
+//   patch embedding (patchify + matmul) -> blocks (LayerNorm, attention,
+//   dense MLP or MoE) -> final norm -> pool -> head
+//
+// An MoE layer routes per image or per token (engine/router.h), then runs
+// each selected expert ONCE over all tokens of the batch routed to it
+// (gather -> fc1+GELU -> fc2 -> weighted scatter-add into the residual), so
+// an expert's weights are fetched and streamed once per batch, not per image.
+//
+// Failure isolation: if an expert cannot be loaded (missing or corrupt file)
+// only the images routed to it fail, with a status naming the file; the
+// rest of the batch is answered, and later batches that do not need the
+// expert are unaffected. oneDNN errors never escape: they become INTERNAL.
+//
+// Thread-safe: Run() may be called from several threads; each call takes a
+// private workspace from a pool. oneDNN parallelises each primitive over all
+// cores (OpenMP), so one caller at a time usually gives the best latency.
+#ifndef EDGE_ENGINE_VMOE_ENGINE_H_
+#define EDGE_ENGINE_VMOE_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/expert_cache.h"
+#include "cache/expert_store.h"
+#include "common/model_manifest.h"
+#include "engine/router.h"
+
+namespace edge {
+
+struct EngineOptions {
+  // Largest batch Run() accepts; workspaces are sized for it on demand.
+  // 64 covers every batcher setting we ship (max_batch_size 16 by default).
+  int max_batch_size = 64;
+  ExpertCacheOptions cache;
+  ExpertStoreOptions store;
+};
+
+// The routing of one image in one MoE layer.
+struct LayerRouting {
+  int layer = 0;  // block index.
+  // Image routing: the k experts, gate order. Empty with token routing.
+  std::vector<ExpertChoice> image_choices;
+  // Token routing: T * k assignments, token-major, and whether each kept
+  // its slot. Empty with image routing.
+  std::vector<ExpertChoice> token_choices;
+  std::vector<uint8_t> token_kept;
+};
+
+struct ImageResult {
+  // Not OK if an expert this image was routed to could not be loaded; then
+  // `logits` is empty. `routing` is filled either way.
+  absl::Status status;
+  std::vector<float> logits;          // num_classes values.
+  std::vector<LayerRouting> routing;  // one per MoE layer, in block order.
+};
+
+// Where the time of one Run() went, in microseconds.
+struct RunTiming {
+  int64_t total_us = 0;
+  int64_t expert_fetch_us = 0;  // waiting in ExpertCache::Acquire().
+};
+
+class VmoeEngine {
+ public:
+  // Loads `model_dir`. Errors: the manifest's (INVALID_ARGUMENT naming the
+  // field), a missing weight file (NOT_FOUND) or a corrupt one (DATA_LOSS),
+  // each naming the file.
+  static absl::StatusOr<std::unique_ptr<VmoeEngine>> Create(
+      const std::string& model_dir, EngineOptions options = {});
+  ~VmoeEngine();
+
+  const ModelManifest& manifest() const;
+  const ModelConfig& config() const;
+
+  // Runs `batch_size` images, `images` being [batch_size, 3, S, S] float32
+  // normalised per the manifest's preprocessing. Returns one result per
+  // image. INVALID_ARGUMENT if batch_size is outside [1, max_batch_size].
+  absl::StatusOr<std::vector<ImageResult>> Run(const float* images,
+                                               int batch_size,
+                                               RunTiming* timing = nullptr);
+
+  ExpertCacheStats cache_stats() const;
+
+ private:
+  struct State;
+  explicit VmoeEngine(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace edge
+
+#endif  // EDGE_ENGINE_VMOE_ENGINE_H_

@@ -1,0 +1,39 @@
+#!/usr/bin/python3
+"""CTest fixture: exports the random-weight models the engine tests run on.
+
+  export_test_models.py OUT_DIR
+
+Writes OUT_DIR/<config name>/ for each config below with seed 1. A model
+whose manifest already exists is kept (exports are deterministic), so
+re-running the suite does not pay for the ~600 MB vmoe-s32-e32 again.
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+from export_model import export_model, load_config, model_config, random_state_dict  # noqa: E402
+
+# tiny-image / tiny-token: failure isolation and batch independence.
+# vmoe-s32-e32: MODEL_SPEC's many-experts configuration, for the budget test.
+CONFIGS = ("tiny-image", "tiny-token", "vmoe-s32-e32")
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    for name in CONFIGS:
+        target = out / name
+        if (target / "manifest.json").exists():
+            continue
+        shutil.rmtree(target, ignore_errors=True)
+        cfg = load_config(ROOT / "tools" / "configs" / f"{name}.json")
+        export_model(cfg, random_state_dict(model_config(cfg), seed=1), target,
+                     random_seed=1)
+        print(f"exported {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+#!/usr/bin/python3
+"""Exports a V-MoE model directory (docs/model-format.md) for the gateway.
+
+  /usr/bin/python3 tools/export_model.py --config tools/configs/vmoe-tiny-224.json \\
+      --random-seed 1 --out models/vmoe-tiny-224-random
+  /usr/bin/python3 tools/export_model.py --config CFG.json --weights W.pt --out DIR
+
+CFG.json holds {"architecture", "preprocessing", "labels", "superclasses",
+"name", "description"}; only "architecture" is required (MODEL_SPEC's object;
+defaults are written out in the manifest). --weights takes a
+torch.save(state_dict) with MODEL_SPEC's names; anything missing, unexpected or
+mis-shaped is reported by name and nothing is written. --random-seed builds
+deterministic random weights (same seed, byte-identical files) whose outputs
+are spread out enough for parity tests.
+
+Importable: export_model(), random_state_dict(), load_config().
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_format import (MANIFEST_FILE, file_for_tensor,  # noqa: E402
+                          write_safetensors)
+from vmoe_reference import ConfigError, ModelConfig, tensor_shapes  # noqa: E402
+
+FORMAT_VERSION = 1
+# Precisions the format defines; only float32 can be written so far.
+KNOWN_PRECISIONS = ("float32", "bf16", "int8")
+SUPPORTED_PRECISIONS = ("float32",)
+_CONFIG_FIELDS = {"architecture", "preprocessing", "labels", "superclasses",
+                  "name", "description"}
+# timm's ViT normalisation, MODEL_SPEC's default.
+_DEFAULT_MEAN_STD = [0.5, 0.5, 0.5]
+_LAYERNORM = re.compile(r"(^|\.)norm\d?\.(weight|bias)$")
+
+
+class ExportError(ValueError):
+    """A config, weights file or output directory the exporter cannot use."""
+
+
+# ----------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------
+
+def load_config(path: Path) -> dict:
+    """Reads CFG.json; the model name defaults to the file's stem."""
+    path = Path(path)
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"cannot read config {path}: {e}") from e
+    if not isinstance(cfg, dict):
+        raise ExportError(f"config {path} must be a JSON object")
+    cfg.setdefault("name", path.stem)
+    return cfg
+
+
+def model_config(cfg: dict) -> ModelConfig:
+    """The validated ModelConfig of a CFG.json object."""
+    if "architecture" not in cfg:
+        raise ExportError("config: missing required field 'architecture'")
+    try:
+        return ModelConfig.from_architecture(cfg["architecture"])
+    except ConfigError as e:
+        raise ExportError(f"architecture: {e}") from e
+
+
+def check_precision(precision: str) -> None:
+    if precision not in SUPPORTED_PRECISIONS:
+        raise ExportError(f"precision {precision!r} is not supported yet "
+                          f"(supported: {', '.join(SUPPORTED_PRECISIONS)})")
+
+
+def _manifest_header(cfg: dict, config: ModelConfig) -> dict:
+    """The manifest's descriptive fields, validated and with defaults."""
+    unknown = sorted(set(cfg) - _CONFIG_FIELDS)
+    if unknown:
+        raise ExportError(f"config: unknown field(s) {unknown}; allowed: "
+                          f"{sorted(_CONFIG_FIELDS)}")
+    name, description = cfg.get("name"), cfg.get("description", "")
+    if not isinstance(name, str) or not name:
+        raise ExportError("config: name must be a non-empty string")
+    if not isinstance(description, str):
+        raise ExportError("config: description must be a string")
+    return {"format_version": FORMAT_VERSION, "name": name,
+            "description": description,
+            "architecture": config.to_architecture(),
+            "preprocessing": _preprocessing(cfg.get("preprocessing", {})),
+            "labels": _labels(cfg.get("labels"), config.num_classes),
+            "superclasses": _superclasses(cfg.get("superclasses", []),
+                                          config.num_classes)}
+
+
+def _preprocessing(obj: dict) -> dict:
+    if not isinstance(obj, dict) or set(obj) - {"mean", "std"}:
+        raise ExportError(f"preprocessing must be an object with mean and std, "
+                          f"got {obj!r}")
+    result = {}
+    for key in ("mean", "std"):
+        values = obj.get(key, _DEFAULT_MEAN_STD)
+        if not (isinstance(values, list) and len(values) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in values)):
+            raise ExportError(f"preprocessing.{key} must be 3 numbers (RGB), "
+                              f"got {values!r}")
+        result[key] = [float(v) for v in values]
+    if min(result["std"]) <= 0:
+        raise ExportError(f"preprocessing.std must be positive, got {result['std']}")
+    return result
+
+
+def _labels(labels, num_classes: int) -> list[str]:
+    if labels is None:
+        return [f"class_{i}" for i in range(num_classes)]
+    if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+            and len(labels) == num_classes):
+        raise ExportError(f"labels must be {num_classes} strings (num_classes)")
+    return labels
+
+
+def _superclasses(groups, num_classes: int) -> list[dict]:
+    if not isinstance(groups, list):
+        raise ExportError("superclasses must be a list of {name, classes}")
+    for group in groups:
+        if not (isinstance(group, dict) and set(group) == {"name", "classes"}
+                and isinstance(group["name"], str)
+                and isinstance(group["classes"], list)
+                and all(isinstance(c, int) and 0 <= c < num_classes
+                        for c in group["classes"])):
+            raise ExportError(f"superclass {group!r} must be {{name, classes}} "
+                              f"with class indices in [0, {num_classes})")
+    return groups
+
+
+# ----------------------------------------------------------------------------
+# Weights
+# ----------------------------------------------------------------------------
+
+def random_state_dict(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic random weights for tests and benchmarks.
+
+    Drawn in tensor_shapes() order from one seeded generator, so the same seed
+    gives byte-identical tensors. The scales keep activations O(1) through
+    every block (Linear weights N(0, 1/fan_in)) and make the outputs depend on
+    every parameter (LayerNorm, bias and embedding noise), so parity tests
+    compare meaningful numbers; routers get std 2/sqrt(D), giving gate
+    probabilities far enough apart that near-ties are rare.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return {name: _random_tensor(name, shape, config.dim, generator)
+            for name, shape in tensor_shapes(config).items()}
+
+
+def _random_tensor(name: str, shape: tuple, dim: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(shape, generator=generator)
+    if _LAYERNORM.search(name):
+        return noise * 0.1 + (1.0 if name.endswith(".weight") else 0.0)
+    if name in ("cls_token", "pos_embed"):
+        return noise * 0.1
+    if name.endswith("router.weight"):
+        return noise * (2.0 / math.sqrt(dim))
+    if name.endswith(".weight"):  # Linear or the patch convolution
+        return noise / math.sqrt(math.prod(shape[1:]))
+    return noise * 0.02  # biases
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Reads a torch.save(state_dict); tensors only (no pickled code runs)."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise ExportError(f"cannot load weights {path}: {e}") from e
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ExportError(f"weights {path} must hold a state_dict "
+                          "(a dict of name -> tensor)")
+    return state_dict
+
+
+def check_state_dict(config: ModelConfig, state_dict: dict) -> None:
+    """Raises ExportError naming every missing, unexpected, mis-shaped or
+    non-floating tensor, so one run shows everything to fix."""
+    expected = tensor_shapes(config)
+    problems = [f"missing: {name} (expected shape {list(shape)})"
+                for name, shape in expected.items() if name not in state_dict]
+    for name, tensor in state_dict.items():
+        if name not in expected:
+            problems.append(f"unexpected: {name} (shape {list(tensor.shape)})")
+        elif tuple(tensor.shape) != expected[name]:
+            problems.append(f"wrong shape: {name}: expected "
+                            f"{list(expected[name])}, got {list(tensor.shape)}")
+        elif not tensor.is_floating_point():
+            problems.append(f"not floating point: {name} ({tensor.dtype})")
+    if problems:
+        raise ExportError("weights do not match the architecture:\n  "
+                          + "\n  ".join(problems))
+
+
+# ----------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------
+
+def export_model(cfg: dict, state_dict: dict, out_dir: Path,
+                 precision: str = "float32", random_seed: int | None = None) -> dict:
+    """Writes the model directory `out_dir` and returns its manifest.
+
+    cfg: the CFG.json object (with a name). state_dict: MODEL_SPEC names.
+    random_seed: the seed random_state_dict used, if the weights are random;
+    the description then says so, so nobody mistakes them for a trained model.
+    Everything is validated before anything is written; `out_dir` must be
+    absent or empty so stale expert files cannot survive a re-export.
+    """
+    check_precision(precision)
+    config = model_config(cfg)
+    manifest = _manifest_header(cfg, config)
+    check_state_dict(config, state_dict)
+    if random_seed is not None:
+        note = f"random weights (seed {random_seed}): for tests and benchmarks only"
+        manifest["description"] = ". ".join(
+            part for part in (note, manifest["description"]) if part)
+    manifest["precision"] = precision
+    out_dir = _prepare_out_dir(Path(out_dir))
+    manifest["files"], manifest["tensors"] = _write_weight_files(
+        config, state_dict, out_dir)
+    (out_dir / MANIFEST_FILE).write_text(_manifest_json(manifest) + "\n")
+    return manifest
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"output directory {out_dir} exists and is not empty; "
+                          "remove it or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _write_weight_files(config: ModelConfig, state_dict: dict, out_dir: Path):
+    """Writes model.safetensors and one file per expert, tensors in
+    tensor_shapes() order. Returns the manifest's (files, tensors) lists."""
+    shapes = tensor_shapes(config)
+    by_file: dict[str, list] = {}
+    for name in shapes:
+        array = state_dict[name].detach().to(torch.float32).contiguous().numpy()
+        by_file.setdefault(file_for_tensor(name), []).append(
+            (name, array.astype("<f4", copy=False)))
+    files, placed = [], {}
+    for path, tensors in by_file.items():
+        (out_dir / path).parent.mkdir(exist_ok=True)
+        written = write_safetensors(out_dir / path, tensors)
+        files.append({"path": path, "sha256": written.sha256,
+                      "size_bytes": written.size_bytes})
+        placed.update({name: (path, *where)
+                       for name, where in written.tensors.items()})
+    tensors = [{"name": name, "dtype": "F32", "shape": list(shape),
+                "file": placed[name][0], "offset_bytes": placed[name][1],
+                "size_bytes": placed[name][2]} for name, shape in shapes.items()]
+    return files, tensors
+
+
+def _manifest_json(value, indent: str = "") -> str:
+    """JSON that stays readable for hundreds of tensors: an object or list
+    holding only numbers, strings and lists of those is written on one line
+    (so one line per file and per tensor entry), anything else is indented."""
+    def flat(v):
+        return not isinstance(v, (dict, list)) or (
+            isinstance(v, list) and not any(isinstance(x, (dict, list)) for x in v))
+    children = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, (dict, list)) or all(flat(v) for v in children):
+        return json.dumps(value)
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k)}: {_manifest_json(v, inner)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    items = [inner + _manifest_json(v, inner) for v in value]
+    return "[\n" + ",\n".join(items) + f"\n{indent}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path,
+                        help="CFG.json (architecture, preprocessing, labels, ...)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path,
+                        help="torch.save(state_dict) with MODEL_SPEC names")
+    source.add_argument("--random-seed", type=int,
+                        help="deterministic random weights (tests, benchmarks)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="model directory to create (absent or empty)")
+    parser.add_argument("--precision", default="float32", choices=KNOWN_PRECISIONS)
+    args = parser.parse_args(argv)
+    try:
+        check_precision(args.precision)
+        cfg = load_config(args.config)
+        if args.weights is not None:
+            state_dict = load_weights(args.weights)
+        else:
+            state_dict = random_state_dict(model_config(cfg), args.random_seed)
+        manifest = export_model(cfg, state_dict, args.out, args.precision,
+                                args.random_seed)
+    except ExportError as e:
+        print(f"export_model: error: {e}", file=sys.stderr)
+        return 1
+    print(f"export_model: wrote {args.out} ({len(manifest['files'])} files, "
+          f"{len(manifest['tensors'])} tensors)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
