@@ -1,0 +1,216 @@
+#include "server/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace edge {
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Reflection;
+
+// By proto name (snake_case) or JSON name (lowerCamelCase).
+const FieldDescriptor* FindField(absl::string_view name) {
+  const auto* d = ServerConfig::descriptor();
+  if (const auto* f = d->FindFieldByName(std::string(name))) return f;
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (d->field(i)->json_name() == name) return d->field(i);
+  }
+  return nullptr;
+}
+
+absl::Status SetFromText(const FieldDescriptor* f, absl::string_view text,
+                         ServerConfig* config) {
+  const Reflection* r = config->GetReflection();
+  switch (f->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      r->SetString(config, f, std::string(text));
+      return absl::OkStatus();
+    case FieldDescriptor::CPPTYPE_INT32: {
+      int32_t v;
+      if (!absl::SimpleAtoi(text, &v)) break;
+      r->SetInt32(config, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_INT64: {
+      int64_t v;
+      if (!absl::SimpleAtoi(text, &v)) break;
+      r->SetInt64(config, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t v;
+      if (!absl::SimpleAtoi(text, &v)) break;
+      r->SetUInt32(config, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t v;
+      if (!absl::SimpleAtoi(text, &v)) break;
+      r->SetUInt64(config, f, v);
+      return absl::OkStatus();
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      bool v;
+      if (!absl::SimpleAtob(text, &v)) break;
+      r->SetBool(config, f, v);
+      return absl::OkStatus();
+    }
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("cannot parse '", text, "' as ", f->cpp_type_name()));
+}
+
+// JSON numbers arrive as doubles. Integral values are written out exactly
+// (StrCat would round 16777216 to 6 digits); others keep full precision, so
+// an integral field rejects "1.5" when it parses the text.
+std::string NumberText(double v) {
+  constexpr double kExactIntegers = 9007199254740992.0;  // 2^53
+  if (std::trunc(v) == v && std::fabs(v) < kExactIntegers) {
+    return absl::StrCat(static_cast<int64_t>(v));
+  }
+  return absl::StrFormat("%.17g", v);
+}
+
+}  // namespace
+
+ServerConfig DefaultServerConfig() {
+  ServerConfig config;
+  const auto* d = ServerConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const std::string& value =
+        f->options().GetExtension(gateway::v1::default_value);
+    // Schema defaults are compile-time constants; a bad one is a bug that
+    // the config tests catch.
+    if (!value.empty()) SetFromText(f, value, &config).IgnoreError();
+  }
+  return config;
+}
+
+absl::Status SetConfigField(absl::string_view name, absl::string_view value,
+                            absl::string_view source, ServerConfig* config) {
+  const FieldDescriptor* f = FindField(name);
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": unknown configuration field '", name, "' (see --help)"));
+  }
+  absl::Status s = SetFromText(f, value, config);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field ", name, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyConfigFile(const std::string& path, ServerConfig* config) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError("cannot read config file " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  // Parsed as a Struct, not straight into ServerConfig: proto3 JSON cannot
+  // tell an absent field from one set to zero, and "max_queue_delay_us": 0
+  // must override the default.
+  google::protobuf::Struct root;
+  auto status = google::protobuf::util::JsonStringToMessage(text.str(), &root);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": ", status.message().as_string()));
+  }
+  const std::string source = "config file " + path;
+  for (const auto& [key, value] : root.fields()) {
+    const FieldDescriptor* f = FindField(key);
+    const std::string name = f != nullptr ? f->name() : key;
+    std::string text_value;
+    switch (value.kind_case()) {
+      case google::protobuf::Value::kStringValue:
+        text_value = value.string_value();
+        break;
+      case google::protobuf::Value::kBoolValue:
+        text_value = value.bool_value() ? "true" : "false";
+        break;
+      case google::protobuf::Value::kNumberValue:
+        text_value = NumberText(value.number_value());
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": field ", key, " must be a string, number or bool"));
+    }
+    RETURN_IF_ERROR(SetConfigField(name, text_value, source, config));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyEnvironment(
+    const std::function<const char*(const char*)>& getenv,
+    ServerConfig* config) {
+  const auto* d = ServerConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const std::string name = d->field(i)->name();
+    const std::string var =
+        absl::StrCat("EDGE_GATEWAY_", absl::AsciiStrToUpper(name));
+    if (const char* value = getenv(var.c_str()); value != nullptr) {
+      RETURN_IF_ERROR(SetConfigField(name, value, var, config));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateServerConfig(const ServerConfig& c) {
+  auto invalid = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat(parts...));
+  };
+  if (c.model_dir().empty()) return invalid("model_dir is required");
+  if (c.listen_address().empty()) return invalid("listen_address is empty");
+  // 64: the engine's largest workspace (EngineOptions::max_batch_size).
+  if (c.max_batch_size() < 1 || c.max_batch_size() > 64) {
+    return invalid("max_batch_size must be in [1, 64], got ",
+                   c.max_batch_size());
+  }
+  if (c.max_queue_delay_us() < 0) {
+    return invalid("max_queue_delay_us must be >= 0, got ",
+                   c.max_queue_delay_us());
+  }
+  if (c.max_queue_size() < c.max_batch_size()) {
+    return invalid("max_queue_size (", c.max_queue_size(),
+                   ") must be >= max_batch_size (", c.max_batch_size(), ")");
+  }
+  if (c.decode_threads() < 1 || c.decode_threads() > 64) {
+    return invalid("decode_threads must be in [1, 64], got ",
+                   c.decode_threads());
+  }
+  if (c.max_image_bytes() == 0) return invalid("max_image_bytes must be > 0");
+  if (c.max_image_pixels() == 0) return invalid("max_image_pixels must be > 0");
+  if (c.max_top_k() == 0) return invalid("max_top_k must be > 0");
+  if (c.drain_timeout_ms() < 0) return invalid("drain_timeout_ms must be >= 0");
+  if (c.warmup_batches() < 0) return invalid("warmup_batches must be >= 0");
+  return absl::OkStatus();
+}
+
+std::string ServerConfigHelp() {
+  std::string out;
+  const auto* d = ServerConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const std::string& def =
+        f->options().GetExtension(gateway::v1::default_value);
+    absl::StrAppend(&out, "  --", f->name(), "=", def.empty() ? "\"\"" : def,
+                    "\n      ", f->options().GetExtension(gateway::v1::help),
+                    "\n      (env EDGE_GATEWAY_",
+                    absl::AsciiStrToUpper(f->name()), ")\n");
+  }
+  return out;
+}
+
+}  // namespace edge

@@ -1,0 +1,219 @@
+#include "server/gateway_service.h"
+
+#include <chrono>
+#include <deque>
+
+#include "absl/synchronization/mutex.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace edge {
+
+using gateway::v1::ClassifyRequest;
+using gateway::v1::ClassifyResponse;
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      std::string(status.message()));
+}
+
+namespace {
+
+gateway::v1::ModelInfo MakeModelInfo(const VmoeEngine& engine,
+                                     int max_batch_size, uint64_t budget) {
+  const ModelManifest& m = engine.manifest();
+  const ModelConfig& c = m.config();
+  gateway::v1::ModelInfo info;
+  info.set_name(m.name());
+  info.set_description(m.proto().description());
+  info.set_precision(m.precision());
+  std::string arch;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  // Serialising a valid message cannot fail.
+  (void)google::protobuf::util::MessageToJsonString(m.proto().architecture(),
+                                                    &arch, options);
+  info.set_architecture_json(arch);
+  *info.mutable_labels() = {m.labels().begin(), m.labels().end()};
+  info.set_image_size(c.image_size);
+  info.set_num_classes(c.num_classes);
+  info.set_num_experts_total(static_cast<int>(c.moe.layers.size()) *
+                             c.moe.num_experts);
+  info.set_routing(c.moe.layers.empty()               ? ""
+                   : c.moe.routing == Routing::kImage ? "image"
+                                                      : "token");
+  info.set_expert_cache_budget_bytes(budget);
+  info.set_max_batch_size(max_batch_size);
+  return info;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
+
+// One ClassifyStream. Owns itself: deleted in OnDone(), which gRPC calls
+// only after Finish(), which is called only when no frame is pending.
+class StreamReactor final
+    : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
+ public:
+  StreamReactor(GatewayService* service) : service_(service) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // half-close, cancellation or a broken connection.
+      absl::MutexLock lock(&mu_);
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    Submit(std::move(request_));
+    request_.Clear();
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writes_.pop_front();
+    if (!ok) writes_.clear();  // the client is gone; nobody to tell.
+    writing_ = !writes_.empty();
+    if (writing_) StartWrite(&writes_.front());
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Submit(ClassifyRequest request) {
+    const auto start = std::chrono::steady_clock::now();
+    const std::string id = request.request_id();
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+    }
+    ClassifyCall call;
+    call.deadline_us = service_->DeadlineUs(nullptr, request.timeout_us());
+    call.request = std::move(request);
+    call.done = [this, start](absl::Status status, ClassifyResponse response) {
+      Answer(status, std::move(response), start);
+    };
+    absl::Status admitted = service_->pipeline()->Submit(std::move(call));
+    if (!admitted.ok()) {
+      ClassifyResponse response;
+      response.set_request_id(id);
+      Answer(admitted, std::move(response), start);
+    }
+  }
+
+  // Queues one frame's answer; called from pipeline or gRPC threads.
+  void Answer(const absl::Status& status, ClassifyResponse response,
+              std::chrono::steady_clock::time_point start) {
+    if (GatewayMetrics* m = service_->metrics()) {
+      m->RecordRequest(GatewayMetrics::Method::kClassifyStream, static_cast<int>(status.code()),
+                       SecondsSince(start));
+    }
+    if (!status.ok()) {
+      response.mutable_status()->set_code(static_cast<int>(status.code()));
+      response.mutable_status()->set_message(std::string(status.message()));
+    }
+    absl::MutexLock lock(&mu_);
+    --pending_;
+    writes_.push_back(std::move(response));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&writes_.front());
+    }
+  }
+
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (reads_done_ && pending_ == 0 && !writing_ && !finished_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  GatewayService* const service_;
+  ClassifyRequest request_;  // the read buffer; only the gRPC read path.
+  absl::Mutex mu_;
+  std::deque<ClassifyResponse> writes_
+      ABSL_GUARDED_BY(mu_);  // front: in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;  // frames submitted, not answered.
+};
+
+}  // namespace
+
+GatewayService::GatewayService(InferencePipeline* pipeline,
+                               const VmoeEngine* engine,
+                               GatewayMetrics* metrics, int max_batch_size,
+                               uint64_t cache_budget_bytes)
+    : pipeline_(pipeline),
+      metrics_(metrics),
+      info_(MakeModelInfo(*engine, max_batch_size, cache_budget_bytes)) {}
+
+int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
+                                   uint64_t timeout_us) const {
+  const int64_t now = pipeline_->now_us();
+  int64_t deadline =
+      timeout_us == 0 ? 0 : now + static_cast<int64_t>(timeout_us);
+  if (context != nullptr) {
+    const auto call_deadline = context->deadline();
+    if (call_deadline != std::chrono::system_clock::time_point::max()) {
+      const int64_t left =
+          std::chrono::duration_cast<std::chrono::microseconds>(
+              call_deadline - std::chrono::system_clock::now())
+              .count();
+      // An already-expired call still gets a deadline in the past, never 0.
+      const int64_t call_us = now + std::max<int64_t>(left, -1);
+      deadline = deadline == 0 ? call_us : std::min(deadline, call_us);
+    }
+  }
+  return deadline;
+}
+
+grpc::ServerUnaryReactor* GatewayService::Classify(
+    grpc::CallbackServerContext* context, const ClassifyRequest* request,
+    ClassifyResponse* response) {
+  const auto start = std::chrono::steady_clock::now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto finish = [this, reactor, response, start](absl::Status status,
+                                                 ClassifyResponse answer) {
+    if (metrics_ != nullptr) {
+      metrics_->RecordRequest(GatewayMetrics::Method::kClassify,
+                              static_cast<int>(status.code()),
+                              SecondsSince(start));
+    }
+    if (status.ok()) *response = std::move(answer);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  ClassifyCall call;
+  call.request = *request;
+  call.deadline_us = DeadlineUs(context, request->timeout_us());
+  call.done = finish;
+  absl::Status admitted = pipeline_->Submit(std::move(call));
+  if (!admitted.ok()) finish(admitted, {});
+  return reactor;
+}
+
+grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>*
+GatewayService::ClassifyStream(grpc::CallbackServerContext* /*context*/) {
+  return new StreamReactor(this);
+}
+
+grpc::ServerUnaryReactor* GatewayService::GetModelInfo(
+    grpc::CallbackServerContext* context,
+    const gateway::v1::GetModelInfoRequest* /*request*/,
+    gateway::v1::ModelInfo* response) {
+  const auto start = std::chrono::steady_clock::now();
+  *response = info_;
+  if (metrics_ != nullptr) {
+    metrics_->RecordRequest(GatewayMetrics::Method::kGetModelInfo, 0, SecondsSince(start));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace edge

@@ -1,0 +1,68 @@
+// GatewayService: the gRPC face of the gateway (proto/gateway.proto).
+//
+// Thin by design (gRPC's callback examples): each handler turns the call into
+// an InferencePipeline submission and finishes it from the pipeline's
+// callback; no handler blocks a gRPC thread. Only this layer speaks
+// grpc::Status; absl codes map onto gRPC's one to one.
+//
+// Streams: one ClassifyStream per camera. Every frame read is submitted at
+// once (frames of one stream batch together); answers are written as they
+// come, one write in flight at a time, each carrying its request_id and, for
+// a failed frame, its own status; the stream stays open. The stream finishes
+// (OK) once the client has half-closed and every frame has been answered;
+// a cancelled stream finishes once no frame of it is still in the pipeline.
+//
+// Thread-safe.
+#ifndef EDGE_SERVER_GATEWAY_SERVICE_H_
+#define EDGE_SERVER_GATEWAY_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "engine/vmoe_engine.h"
+#include "proto/gateway.grpc.pb.h"
+#include "server/inference_pipeline.h"
+#include "server/metrics.h"
+
+namespace edge {
+
+// absl and gRPC share their code numbering (absl/status/status.h).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class GatewayService final
+    : public gateway::v1::InferenceGateway::CallbackService {
+ public:
+  // REQUIRES: all three outlive the service; metrics may be null.
+  GatewayService(InferencePipeline* pipeline, const VmoeEngine* engine,
+                 GatewayMetrics* metrics, int max_batch_size,
+                 uint64_t cache_budget_bytes);
+
+  grpc::ServerUnaryReactor* Classify(
+      grpc::CallbackServerContext* context,
+      const gateway::v1::ClassifyRequest* request,
+      gateway::v1::ClassifyResponse* response) override;
+
+  grpc::ServerBidiReactor<gateway::v1::ClassifyRequest,
+                          gateway::v1::ClassifyResponse>*
+  ClassifyStream(grpc::CallbackServerContext* context) override;
+
+  grpc::ServerUnaryReactor* GetModelInfo(
+      grpc::CallbackServerContext* context,
+      const gateway::v1::GetModelInfoRequest* request,
+      gateway::v1::ModelInfo* response) override;
+
+  InferencePipeline* pipeline() const { return pipeline_; }
+  GatewayMetrics* metrics() const { return metrics_; }
+  // A deadline on the pipeline's clock: the earlier of the call's gRPC
+  // deadline (if `context`) and `timeout_us` from now (if non-zero).
+  int64_t DeadlineUs(const grpc::CallbackServerContext* context,
+                     uint64_t timeout_us) const;
+
+ private:
+  InferencePipeline* const pipeline_;
+  GatewayMetrics* const metrics_;
+  const gateway::v1::ModelInfo info_;
+};
+
+}  // namespace edge
+
+#endif  // EDGE_SERVER_GATEWAY_SERVICE_H_

@@ -1,0 +1,330 @@
+#include "server/inference_pipeline.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace edge {
+
+using gateway::v1::ClassifyRequest;
+using gateway::v1::ClassifyResponse;
+
+struct InferencePipeline::Task {
+  ClassifyCall call;
+  int64_t admitted_us = 0;
+  int64_t decode_us = 0;
+  std::vector<float> image;  // 3*S*S normalised floats once decoded.
+  bool waiting = true;       // counted in waiting_ (not yet computing).
+  // DynamicBatcher's fields.
+  int64_t enqueue_us = 0;
+  int64_t deadline_us = 0;
+};
+
+namespace {
+
+double Seconds(int64_t us) { return static_cast<double>(us) * 1e-6; }
+
+// Softmax probabilities of the `k` largest logits, highest first.
+void FillTop(const std::vector<float>& logits,
+             const std::vector<std::string>& labels, uint32_t k,
+             ClassifyResponse* out) {
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - max));
+  std::vector<int> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  k = std::min<uint32_t>(k, logits.size());
+  std::partial_sort(
+      order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+      });
+  for (uint32_t i = 0; i < k; ++i) {
+    auto* top = out->add_top();
+    top->set_index(order[i]);
+    top->set_label(labels[order[i]]);
+    top->set_score(static_cast<float>(std::exp(logits[order[i]] - max) / sum));
+  }
+}
+
+// Token routing summarised per expert: tokens kept, most used first.
+void FillTokenExperts(const LayerRouting& r, int k,
+                      gateway::v1::LayerExperts* out) {
+  std::vector<std::pair<int, int>> counts;  // (expert, tokens)
+  int dropped = 0;
+  for (size_t t = 0; t * k < r.token_choices.size(); ++t) {
+    bool any = false;
+    for (int j = 0; j < k; ++j) {
+      if (!r.token_kept[t * k + j]) continue;
+      any = true;
+      const int e = r.token_choices[t * k + j].expert;
+      auto it = std::find_if(counts.begin(), counts.end(),
+                             [e](const auto& c) { return c.first == e; });
+      if (it == counts.end()) {
+        counts.push_back({e, 1});
+      } else {
+        ++it->second;
+      }
+    }
+    if (!any) ++dropped;
+  }
+  std::stable_sort(counts.begin(), counts.end(),
+                   [](const auto& a, const auto& b) {
+                     return a.second > b.second ||
+                            (a.second == b.second && a.first < b.first);
+                   });
+  for (const auto& [expert, tokens] : counts) {
+    out->add_experts(expert);
+    out->add_token_counts(tokens);
+  }
+  out->set_dropped_tokens(dropped);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferencePipeline>> InferencePipeline::Create(
+    VmoeEngine* engine, const ImageDecoder* decoder, GatewayMetrics* metrics,
+    InferencePipelineOptions options) {
+  if (engine == nullptr || decoder == nullptr) {
+    return absl::InvalidArgumentError("engine and decoder are required");
+  }
+  if (options.max_queue_size < 1 || options.decode_threads < 1) {
+    return absl::InvalidArgumentError(
+        "max_queue_size and decode_threads must be >= 1");
+  }
+  if (decoder->image_size() != engine->config().image_size) {
+    return absl::InvalidArgumentError("decoder and model image sizes differ");
+  }
+  auto pipeline = std::unique_ptr<InferencePipeline>(
+      new InferencePipeline(engine, decoder, metrics, options));
+  InferencePipeline* p = pipeline.get();
+  auto batcher = DynamicBatcher<Task>::Create(
+      options.batcher,
+      [p](std::vector<std::unique_ptr<Task>> batch) {
+        p->RunBatch(std::move(batch));
+      },
+      [p](std::unique_ptr<Task> task) {
+        p->Answer(*task,
+                  absl::DeadlineExceededError(
+                      "deadline passed while waiting for a batch"),
+                  {});
+      });
+  if (!batcher.ok()) return batcher.status();
+  p->batcher_ = *std::move(batcher);
+  for (int i = 0; i < options.decode_threads; ++i) {
+    p->decoders_.emplace_back([p] { p->DecodeLoop(); });
+  }
+  return pipeline;
+}
+
+InferencePipeline::InferencePipeline(VmoeEngine* engine,
+                                     const ImageDecoder* decoder,
+                                     GatewayMetrics* metrics,
+                                     InferencePipelineOptions options)
+    : engine_(engine),
+      decoder_(decoder),
+      metrics_(metrics),
+      options_(std::move(options)),
+      image_floats_(3ull * engine->config().image_size *
+                    engine->config().image_size) {}
+
+InferencePipeline::~InferencePipeline() { Drain(absl::InfiniteDuration()); }
+
+absl::Status InferencePipeline::Submit(ClassifyCall call) {
+  if (call.request.top_k() > options_.max_top_k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_k ", call.request.top_k(), " exceeds max_top_k ",
+                     options_.max_top_k));
+  }
+  if (call.request.image_case() == ClassifyRequest::IMAGE_NOT_SET) {
+    return absl::InvalidArgumentError(
+        "the request has no image (set encoded, rgb or tensor)");
+  }
+  auto task = std::make_unique<Task>();
+  task->call = std::move(call);
+  task->admitted_us = now_us();
+  task->deadline_us = task->call.deadline_us;
+  absl::MutexLock lock(&mu_);
+  if (draining_) return absl::UnavailableError("the server is shutting down");
+  if (waiting_ >= options_.max_queue_size) {
+    return absl::UnavailableError(absl::StrCat(
+        "queue full: ", waiting_, " requests waiting (max_queue_size ",
+        options_.max_queue_size, "); retry later"));
+  }
+  ++waiting_;
+  ++inflight_;
+  if (metrics_ != nullptr) {
+    metrics_->SetQueued(waiting_);
+    metrics_->AddInflight(1);
+  }
+  decode_queue_.push_back(std::move(task));
+  return absl::OkStatus();
+}
+
+void InferencePipeline::DecodeLoop() {
+  while (true) {
+    std::unique_ptr<Task> task;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !decode_queue_.empty() || stop_decoders_;
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (decode_queue_.empty()) return;
+      task = std::move(decode_queue_.front());
+      decode_queue_.pop_front();
+    }
+    absl::Status status = Decode(*task);
+    if (status.ok()) status = batcher_->Submit(&task);
+    if (!status.ok()) Answer(*task, status, {});
+  }
+}
+
+absl::Status InferencePipeline::Decode(Task& task) {
+  if (abandon_) return absl::UnavailableError("the server is shutting down");
+  const int64_t start = now_us();
+  if (task.deadline_us != 0 && task.deadline_us <= start) {
+    return absl::DeadlineExceededError("deadline passed before decoding");
+  }
+  task.image.resize(image_floats_);
+  const ClassifyRequest& r = task.call.request;
+  absl::Status status;
+  switch (r.image_case()) {
+    case ClassifyRequest::kEncoded:
+      status = decoder_->DecodeEncoded(r.encoded(), task.image.data()).status();
+      break;
+    case ClassifyRequest::kRgb:
+      status = decoder_->FromRgb(r.rgb().pixels(), r.rgb().width(),
+                                 r.rgb().height(), task.image.data());
+      break;
+    case ClassifyRequest::kTensor:
+      status = decoder_->FromTensor(
+          {r.tensor().shape().begin(), r.tensor().shape().end()},
+          r.tensor().data(), task.image.data());
+      break;
+    default:
+      status = absl::InvalidArgumentError("the request has no image");
+  }
+  task.decode_us = now_us() - start;
+  if (metrics_ != nullptr)
+    metrics_->RecordStage(GatewayMetrics::Stage::kDecode, Seconds(task.decode_us));
+  return status;
+}
+
+void InferencePipeline::RunBatch(std::vector<std::unique_ptr<Task>> batch) {
+  const int n = static_cast<int>(batch.size());
+  const int64_t start = now_us();
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& task : batch) task->waiting = false;
+    waiting_ -= n;
+    if (metrics_ != nullptr) metrics_->SetQueued(waiting_);
+  }
+  if (abandon_) {
+    for (auto& task : batch) {
+      Answer(*task, absl::UnavailableError("the server is shutting down"), {});
+    }
+    return;
+  }
+  batch_input_.resize(image_floats_ * n);
+  for (int i = 0; i < n; ++i) {
+    std::copy(batch[i]->image.begin(), batch[i]->image.end(),
+              batch_input_.begin() + image_floats_ * i);
+    if (metrics_ != nullptr) {
+      metrics_->RecordStage(GatewayMetrics::Stage::kQueue,
+                            Seconds(start - batch[i]->admitted_us));
+    }
+  }
+  RunTiming timing;
+  auto results = engine_->Run(batch_input_.data(), n, &timing);
+  if (metrics_ != nullptr) {
+    metrics_->RecordBatch(n);
+    metrics_->RecordStage(GatewayMetrics::Stage::kCompute, Seconds(timing.total_us));
+    metrics_->RecordStage(GatewayMetrics::Stage::kExpertFetch, Seconds(timing.expert_fetch_us));
+  }
+  for (int i = 0; i < n; ++i) {
+    if (!results.ok()) {
+      Answer(*batch[i], results.status(), {});
+    } else if (!(*results)[i].status.ok()) {
+      Answer(*batch[i], (*results)[i].status, {});
+    } else {
+      Answer(*batch[i], absl::OkStatus(),
+             BuildResponse(*batch[i], (*results)[i], timing, n, start));
+    }
+  }
+}
+
+ClassifyResponse InferencePipeline::BuildResponse(
+    const Task& task, const ImageResult& result, const RunTiming& timing,
+    int batch_size, int64_t batch_start_us) const {
+  const ClassifyRequest& r = task.call.request;
+  const ModelConfig& c = engine_->config();
+  ClassifyResponse out;
+  const uint32_t k = r.top_k() == 0 ? options_.default_top_k : r.top_k();
+  FillTop(result.logits, engine_->manifest().labels(), k, &out);
+  for (const LayerRouting& layer : result.routing) {
+    auto* experts = out.add_experts();
+    experts->set_layer(layer.layer);
+    if (c.moe.routing == Routing::kImage) {
+      for (const ExpertChoice& choice : layer.image_choices) {
+        experts->add_experts(choice.expert);
+        experts->add_weights(choice.weight);
+        if (metrics_ != nullptr) {
+          metrics_->AddExpertActivations(layer.layer, choice.expert, 1);
+        }
+      }
+    } else {
+      FillTokenExperts(layer, c.moe.top_k, experts);
+      if (metrics_ != nullptr) {
+        for (int i = 0; i < experts->experts_size(); ++i) {
+          metrics_->AddExpertActivations(layer.layer, experts->experts(i),
+                                         experts->token_counts(i));
+        }
+      }
+    }
+  }
+  if (r.return_logits()) {
+    *out.mutable_logits() = {result.logits.begin(), result.logits.end()};
+  }
+  auto* t = out.mutable_timing();
+  t->set_queue_us(batch_start_us - task.admitted_us);
+  t->set_decode_us(task.decode_us);
+  t->set_compute_us(timing.total_us);
+  t->set_expert_fetch_us(timing.expert_fetch_us);
+  t->set_batch_size(batch_size);
+  return out;
+}
+
+void InferencePipeline::Answer(Task& task, absl::Status status,
+                               ClassifyResponse response) {
+  response.set_request_id(task.call.request.request_id());
+  response.mutable_timing()->set_total_us(now_us() - task.admitted_us);
+  task.call.done(std::move(status), std::move(response));
+  absl::MutexLock lock(&mu_);
+  if (task.waiting) --waiting_;  // answered before reaching a batch.
+  --inflight_;
+  if (metrics_ != nullptr) {
+    metrics_->SetQueued(waiting_);
+    metrics_->AddInflight(-1);
+  }
+}
+
+void InferencePipeline::Drain(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_decoders_) return;  // already drained.
+    draining_ = true;
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return inflight_ == 0;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
+      abandon_ = true;  // what is still queued is answered UNAVAILABLE.
+    }
+    stop_decoders_ = true;
+  }
+  for (std::thread& t : decoders_) t.join();
+  batcher_->Stop();
+}
+
+}  // namespace edge

@@ -1,0 +1,220 @@
+// edge_gateway: serves a V-MoE model over gRPC.
+//
+//   edge_gateway --model_dir DIR [--config FILE] [--field=value ...]
+//
+// Configuration (server/config.h): schema defaults < config file <
+// EDGE_GATEWAY_* environment < flags. Start-up: load and verify the model, warm
+// up (health NOT_SERVING until then), serve. SIGTERM/SIGINT: health
+// NOT_SERVING, new requests UNAVAILABLE, admitted ones finish within
+// drain_timeout_ms, exit 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/config.h"
+#include "server/gateway_service.h"
+
+namespace edge {
+namespace {
+
+constexpr char kServiceName[] = "edge.gateway.v1.InferenceGateway";
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "edge_gateway: %s\n", line.c_str());
+}
+
+int Fail(const absl::Status& status) {
+  Log(status.ToString());
+  return 2;
+}
+
+// --help, --config FILE, then --name=value / --name value for every field.
+absl::StatusOr<ServerConfig> LoadConfig(int argc, char** argv, bool* help) {
+  std::vector<std::pair<std::string, std::string>> flags;
+  std::string config_file;
+  if (const char* env = std::getenv("EDGE_GATEWAY_CONFIG")) config_file = env;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      *help = true;
+      return ServerConfig();
+    }
+    if (!absl::StartsWith(arg, "--")) {
+      return absl::InvalidArgumentError("unexpected argument '" + arg + "'");
+    }
+    arg = arg.substr(2);
+    std::string value;
+    if (const size_t eq = arg.find('='); eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      return absl::InvalidArgumentError("flag --" + arg + " needs a value");
+    }
+    if (arg == "config") {
+      config_file = value;
+    } else {
+      flags.emplace_back(arg, value);
+    }
+  }
+  ServerConfig config = DefaultServerConfig();
+  if (!config_file.empty()) {
+    if (auto s = ApplyConfigFile(config_file, &config); !s.ok()) return s;
+  }
+  if (auto s = ApplyEnvironment(std::getenv, &config); !s.ok()) return s;
+  for (const auto& [name, value] : flags) {
+    auto s = SetConfigField(name, value, "flag --" + name, &config);
+    if (!s.ok()) return s;
+  }
+  if (auto s = ValidateServerConfig(config); !s.ok()) return s;
+  return config;
+}
+
+// Runs zero images through the engine at batch sizes 1 and max so that
+// primitives exist and first requests do not pay for their creation.
+absl::Status WarmUp(VmoeEngine& engine, const ServerConfig& config) {
+  const ModelConfig& c = engine.config();
+  const int max = config.max_batch_size();
+  std::vector<float> zeros(3ull * c.image_size * c.image_size * max, 0.0f);
+  for (int i = 0; i < config.warmup_batches(); ++i) {
+    for (int batch : {1, max}) {
+      auto r = engine.Run(zeros.data(), batch);
+      if (!r.ok()) return r.status();
+    }
+  }
+  return absl::OkStatus();
+}
+
+int Serve(const ServerConfig& config) {
+  EngineOptions engine_options;
+  engine_options.max_batch_size = config.max_batch_size();
+  engine_options.cache.budget_bytes = config.cache_budget_bytes();
+  auto engine = VmoeEngine::Create(config.model_dir(), engine_options);
+  if (!engine.ok()) return Fail(engine.status());
+  const ModelConfig& c = (*engine)->config();
+
+  ImageDecoderOptions decoder_options;
+  decoder_options.image_size = c.image_size;
+  decoder_options.mean = (*engine)->manifest().mean();
+  decoder_options.std = (*engine)->manifest().stddev();
+  decoder_options.max_encoded_bytes = config.max_image_bytes();
+  decoder_options.max_pixels = config.max_image_pixels();
+  auto decoder = ImageDecoder::Create(decoder_options);
+  if (!decoder.ok()) return Fail(decoder.status());
+
+  GatewayMetricsOptions metrics_options;
+  metrics_options.listen_address = config.metrics_address();
+  metrics_options.model_name = (*engine)->manifest().name();
+  metrics_options.precision = (*engine)->manifest().precision();
+  metrics_options.routing = c.moe.layers.empty()               ? "dense"
+                            : c.moe.routing == Routing::kImage ? "image"
+                                                               : "token";
+  for (int layer : c.moe.layers) {
+    metrics_options.moe_layers.push_back({layer, c.moe.num_experts});
+  }
+  VmoeEngine* engine_ptr = engine->get();
+  metrics_options.cache_stats = [engine_ptr] {
+    return engine_ptr->cache_stats();
+  };
+  auto metrics = GatewayMetrics::Create(metrics_options);
+  if (!metrics.ok()) return Fail(metrics.status());
+
+  InferencePipelineOptions pipeline_options;
+  pipeline_options.batcher.max_batch_size = config.max_batch_size();
+  pipeline_options.batcher.max_queue_delay_us = config.max_queue_delay_us();
+  pipeline_options.max_queue_size = config.max_queue_size();
+  pipeline_options.decode_threads = config.decode_threads();
+  pipeline_options.max_top_k = config.max_top_k();
+  auto pipeline = InferencePipeline::Create(engine_ptr, decoder->get(),
+                                            metrics->get(), pipeline_options);
+  if (!pipeline.ok()) return Fail(pipeline.status());
+  GatewayService service(pipeline->get(), engine_ptr, metrics->get(),
+                         config.max_batch_size(), config.cache_budget_bytes());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen_address(),
+                           grpc::InsecureServerCredentials(), &port);
+  // The transport must admit the largest request we accept, so that an
+  // oversized image reaches the decoder and gets its INVALID_ARGUMENT with a
+  // clear message: a raw RGB frame of max_image_pixels (3 bytes a pixel) or
+  // an encoded one of max_image_bytes, plus 64 KiB for the other fields.
+  // Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
+  const uint64_t largest = std::max<uint64_t>(config.max_image_bytes(),
+                                              3 * config.max_image_pixels());
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<uint64_t>(largest + 65536, INT32_MAX)));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    return Fail(
+        absl::UnavailableError("cannot listen on " + config.listen_address()));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  if (auto s = WarmUp(**engine, config); !s.ok()) return Fail(s);
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  // Tests and scripts read the two ports from this line.
+  Log(absl::StrCat("serving ", (*engine)->manifest().name(), " on ",
+                   config.listen_address(), " port ", port, " metrics_port ",
+                   (*metrics)->bound_port()));
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  Log(absl::StrCat("signal ", signal_number, ": draining (up to ",
+                   config.drain_timeout_ms(), " ms)"));
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  (*pipeline)->Drain(absl::Milliseconds(config.drain_timeout_ms()));
+  // Every admitted request is answered; give gRPC a moment to send them.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace edge
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread exists (gRPC, oneDNN and
+  // our workers inherit the mask), so only sigwait() in Serve() sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  bool help = false;
+  auto config = edge::LoadConfig(argc, argv, &help);
+  if (help) {
+    std::printf(
+        "edge_gateway: serves a V-MoE model over gRPC.\n\n"
+        "usage: edge_gateway --model_dir DIR [--config FILE.json] "
+        "[--field=value ...]\n\n"
+        "Every field may be set in the JSON config file (--config or "
+        "EDGE_GATEWAY_CONFIG),\nas an environment variable, or as a flag "
+        "(flags win). Fields:\n%s",
+        edge::ServerConfigHelp().c_str());
+    return 0;
+  }
+  if (!config.ok()) return edge::Fail(config.status());
+  return edge::Serve(*config);
+}

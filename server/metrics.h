@@ -1,0 +1,208 @@
+// GatewayMetrics: the gateway's Prometheus metrics and their /metrics
+// endpoint.
+//
+// The server records what happens through the typed methods below; every
+// label child they touch (method x gRPC code, stage, layer x expert) is
+// created once in Create() and its pointer cached, so a recording call is an
+// array index plus one atomic add (counters, gauges) or one short mutex
+// (histograms, summaries). Nothing on the hot path allocates, looks up a
+// name or takes a lock of ours. The expert cache and the process figures
+// are not recorded at all: they are read when Prometheus scrapes, from the
+// `cache_stats` callback and /proc/self, so they are fresh at each scrape
+// and no thread polls.
+//
+// With a non-empty `listen_address`, Create() also starts an HTTP server
+// (civetweb, via prometheus::Exposer) answering GET /metrics. Serialize()
+// returns the same text exposition without HTTP, minus the exposer's own
+// `exposer_*` metrics; tests and debug dumps use it.
+//
+// Metrics (Prometheus conventions: base units, counters end in _total).
+// Names below omit the edge_gateway_ prefix, except the process_* ones,
+// which keep the names the official Prometheus client libraries use.
+//
+//   name                              type      labels         unit
+//   requests_total                    counter   method, code   answers
+//     Answers sent, by RPC (Classify, ClassifyStream, GetModelInfo) and gRPC
+//     code name ("OK", "DEADLINE_EXCEEDED", ...). ClassifyStream counts one
+//     per frame answered.
+//   request_duration_seconds          histogram method         seconds
+//     End-to-end time of one answer, admitted -> answered, whatever its code.
+//   request_latency_seconds           summary   method         seconds
+//     The same observations as quantiles 0.5 and 0.99 over the last
+//     `latency_window_seconds` (the P50/P99 panels). Summaries cannot be
+//     aggregated across instances; use the histogram for that.
+//   stage_duration_seconds            histogram stage          seconds
+//     Time in one stage: queue (admitted -> its batch starts), decode
+//     (image bytes -> tensor), compute (one engine batch, expert fetch
+//     included), expert_fetch (waiting for experts within that batch).
+//     Stages overlap, so they do not sum to the request duration.
+//   batch_size                        histogram -              images
+//     Images per engine batch.
+//   inflight_requests                 gauge     -              requests
+//     Admitted and not yet answered.
+//   queued_requests                   gauge     -              requests
+//     Waiting for a batch.
+//   expert_activations_total          counter   layer, expert  routings
+//     Images (image routing) or tokens (token routing) routed to an expert.
+//   degraded_responses_total          counter   -              answers
+//     Answers served in a degraded way; reserved for a reroute policy.
+//   model_info                        gauge     model, precision, routing
+//     Always 1; the labels name the served model.
+//   expert_cache_hits_total           counter   -              lookups
+//   expert_cache_misses_total         counter   -              lookups
+//   expert_cache_evictions_total      counter   -              experts
+//   expert_cache_loads_total          counter   -              experts
+//   expert_cache_load_failures_total  counter   -              experts
+//   expert_cache_resident_bytes       gauge     -              bytes
+//   expert_cache_budget_bytes         gauge     -              bytes
+//     0 means unbounded.
+//   expert_cache_resident_experts     gauge     -              experts
+//   expert_cache_pinned_experts       gauge     -              experts
+//   expert_cache_hit_ratio            gauge     -              ratio
+//     hits / (hits + misses) since the process started; NaN before the
+//     first lookup. For a recent ratio use rate(hits) / (rate(hits) +
+//     rate(misses)). The expert_cache_* metrics are ExpertCacheStats
+//     (cache/expert_cache.h) as of the scrape; absent without `cache_stats`.
+//   process_resident_memory_bytes     gauge     -              bytes
+//   process_resident_memory_peak_bytes gauge    -              bytes
+//     VmHWM: the largest resident set so far.
+//   process_virtual_memory_bytes      gauge     -              bytes
+//   process_cpu_seconds_total         counter   -              seconds
+//     User plus system CPU time.
+//   process_start_time_seconds        gauge     -              seconds
+//     Since the Unix epoch.
+//   process_open_fds                  gauge     -              fds
+//     The process_* metrics are absent if /proc/self cannot be read.
+//
+// Thread-safe: every method may be called from any thread, concurrently with
+// scrapes. `cache_stats` is called from scrape threads (civetweb's and
+// Serialize()'s callers) and must be thread-safe too.
+#ifndef EDGE_SERVER_METRICS_H_
+#define EDGE_SERVER_METRICS_H_
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/expert_cache.h"
+
+namespace prometheus {
+class Counter;
+class Exposer;
+class Gauge;
+class Histogram;
+class Registry;
+class Summary;
+}  // namespace prometheus
+
+namespace edge {
+namespace internal {
+class ScrapeCollector;
+}  // namespace internal
+
+struct GatewayMetricsOptions {
+  // "host:port" (IPv4; Debian's civetweb has no IPv6) for GET /metrics.
+  // Port 0 picks a free port (see bound_port()). "" serves no endpoint.
+  // 9464 is the port OpenTelemetry's Prometheus exporter registered.
+  std::string listen_address = "127.0.0.1:9464";
+  // civetweb worker threads. Prometheus scrapes one request at a time; the
+  // second lets a person curl /metrics during a scrape.
+  int http_threads = 2;
+
+  // edge_gateway_model_info's labels: the manifest's name, its precision
+  // ("float32", "bf16", "int8") and routing ("image", "token").
+  std::string model_name;
+  std::string precision;
+  std::string routing;
+  // (block index, number of experts) of every MoE layer. Their
+  // expert_activations_total children are created up front so that every
+  // expert is exported, at 0 if never routed to.
+  std::vector<std::pair<int, int>> moe_layers;
+
+  // Sliding window of the latency summary's quantiles. 60 s in 5 buckets is
+  // prometheus-cpp's default: the window advances every 12 s, finer than the
+  // usual 15 s scrape interval.
+  int latency_window_seconds = 60;
+  int latency_window_buckets = 5;
+
+  // Read at every scrape; may be empty (no expert_cache_* metrics).
+  std::function<ExpertCacheStats()> cache_stats;
+};
+
+class GatewayMetrics {
+ public:
+  enum class Method { kClassify, kClassifyStream, kGetModelInfo };
+  enum class Stage { kQueue, kDecode, kCompute, kExpertFetch };
+
+  // INVALID_ARGUMENT for a malformed listen_address, a non-positive window
+  // or thread count, or a MoE layer outside [0, kMaxDepth) or with experts
+  // outside [1, kMaxExperts] or listed twice. UNAVAILABLE, naming the
+  // address, if the HTTP endpoint cannot listen there (in use, not local).
+  static absl::StatusOr<std::unique_ptr<GatewayMetrics>> Create(
+      GatewayMetricsOptions options);
+  // Stops the HTTP endpoint, waiting for a scrape in progress. After the
+  // endpoint has served a request this can take up to ~2 s: civetweb's
+  // worker threads notice the stop only at their next poll timeout.
+  ~GatewayMetrics();
+  GatewayMetrics(const GatewayMetrics&) = delete;
+  GatewayMetrics& operator=(const GatewayMetrics&) = delete;
+
+  // One answer: `grpc_code` is the int value of grpc::StatusCode (0..16,
+  // identical to absl::StatusCode); other values count as "UNKNOWN", as
+  // gRPC itself treats them. `seconds` goes to both duration metrics.
+  void RecordRequest(Method method, int grpc_code, double seconds);
+  void RecordStage(Stage stage, double seconds);
+  void RecordBatch(int size);
+  // REQUIRES: (layer, expert) is in moe_layers; other pairs are ignored.
+  void AddExpertActivations(int layer, int expert, uint64_t count);
+  // Admission adds 1, the answer adds -1.
+  void AddInflight(int64_t delta);
+  void SetQueued(int64_t queued);
+  void RecordDegraded();
+
+  // Every metric above in the text exposition format (version 0.0.4).
+  std::string Serialize() const;
+  // The port /metrics listens on (the chosen one if listen_address asked
+  // for port 0); 0 without an endpoint.
+  int bound_port() const;
+
+ private:
+  static constexpr int kNumMethods = 3;
+  static constexpr int kNumStages = 4;
+  // gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED).
+  static constexpr int kNumCodes = 17;
+
+  explicit GatewayMetrics(const GatewayMetricsOptions& options);
+  void AddRequestMetrics(const GatewayMetricsOptions& options);
+  void AddStageAndBatchMetrics();
+  void AddModelMetrics(const GatewayMetricsOptions& options);
+  absl::Status StartExposer(const GatewayMetricsOptions& options);
+
+  // Constant after construction; the pointees are thread-safe and owned by
+  // registry_.
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<internal::ScrapeCollector> scrape_collector_;
+  std::array<std::array<prometheus::Counter*, kNumCodes>, kNumMethods>
+      requests_{};
+  std::array<prometheus::Histogram*, kNumMethods> request_duration_{};
+  std::array<prometheus::Summary*, kNumMethods> request_latency_{};
+  std::array<prometheus::Histogram*, kNumStages> stage_duration_{};
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Gauge* inflight_ = nullptr;
+  prometheus::Gauge* queued_ = nullptr;
+  prometheus::Counter* degraded_ = nullptr;
+  // activations_[layer][expert]; empty rows for dense layers.
+  std::vector<std::vector<prometheus::Counter*>> activations_;
+  int bound_port_ = 0;
+  // Declared last so it is destroyed first: no scrape outlives the rest.
+  std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+}  // namespace edge
+
+#endif  // EDGE_SERVER_METRICS_H_

@@ -1,0 +1,3 @@
+edge_gtest(dynamic_batcher_test dynamic_batcher_test.cc)
+target_link_libraries(dynamic_batcher_test PRIVATE absl::synchronization
+  absl::status absl::statusor absl::time GTest::gmock Threads::Threads)

@@ -1,0 +1,409 @@
+// The real edge_gateway process on 127.0.0.1, called over gRPC: what a
+// camera client sees. Models come from CTest's engine.export_models fixture.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spng.h>
+#include <turbojpeg.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "engine/vmoe_engine.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/gateway.grpc.pb.h"
+#include "server/image_decoder.h"
+#include "tests/testing/gateway_process.h"
+
+namespace edge {
+namespace {
+
+using gateway::v1::ClassifyRequest;
+using gateway::v1::ClassifyResponse;
+using gateway::v1::InferenceGateway;
+using test_support::GatewayProcess;
+using ::testing::HasSubstr;
+
+std::string ModelDir(const std::string& name) {
+  const char* root = std::getenv("EDGE_TEST_MODELS");
+  return std::string(root ? root : EDGE_TEST_MODELS_DIR) + "/" + name;
+}
+
+std::string RandomRgb(int w, int h, int seed) {
+  std::mt19937 rng(seed);
+  std::string rgb(static_cast<size_t>(w) * h * 3, '\0');
+  // Smooth gradients plus noise: JPEG-friendly, and not constant.
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        rgb[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<char>(
+            (x * 255 / w + y * (c + 1) * 7 + rng() % 16) % 256);
+      }
+    }
+  }
+  return rgb;
+}
+
+std::string EncodeJpeg(const std::string& rgb, int w, int h) {
+  tjhandle tj = tjInitCompress();
+  unsigned char* out = nullptr;
+  unsigned long size = 0;
+  tjCompress2(tj, reinterpret_cast<const unsigned char*>(rgb.data()), w, 0, h,
+              TJPF_RGB, &out, &size, TJSAMP_420, 90, 0);
+  std::string jpeg(reinterpret_cast<char*>(out), size);
+  tjFree(out);
+  tjDestroy(tj);
+  return jpeg;
+}
+
+std::string EncodePng(const std::string& rgb, int w, int h) {
+  spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+  spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+  spng_ihdr ihdr{};
+  ihdr.width = w;
+  ihdr.height = h;
+  ihdr.bit_depth = 8;
+  ihdr.color_type = SPNG_COLOR_TYPE_TRUECOLOR;
+  spng_set_ihdr(ctx, &ihdr);
+  spng_encode_image(ctx, rgb.data(), rgb.size(), SPNG_FMT_PNG,
+                    SPNG_ENCODE_FINALIZE);
+  size_t size = 0;
+  int error = 0;
+  void* png = spng_get_png_buffer(ctx, &size, &error);
+  std::string out(static_cast<char*>(png), size);
+  std::free(png);
+  spng_ctx_free(ctx);
+  return out;
+}
+
+std::vector<float> RandomTensor(int s, int seed) {
+  std::vector<float> v(3ull * s * s);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+ClassifyRequest TensorRequest(const std::vector<float>& t, int s) {
+  ClassifyRequest r;
+  r.mutable_tensor()->add_shape(3);
+  r.mutable_tensor()->add_shape(s);
+  r.mutable_tensor()->add_shape(s);
+  r.mutable_tensor()->set_data(reinterpret_cast<const char*>(t.data()),
+                               t.size() * sizeof(float));
+  r.set_return_logits(true);
+  return r;
+}
+
+// The fixture's server: tiny-image (32x32 input, image routing).
+class GatewayTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> flags = {}) {
+    flags.push_back("--model_dir=" + ModelDir("tiny-image"));
+    ASSERT_TRUE(server_.Start(flags)) << server_.log();
+    channel_ = grpc::CreateChannel(server_.target(),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = InferenceGateway::NewStub(channel_);
+  }
+
+  grpc::Status Classify(const ClassifyRequest& r, ClassifyResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(30));
+    return stub_->Classify(&ctx, r, out);
+  }
+
+  std::string Metrics() {
+    return test_support::HttpGet(server_.metrics_port(), "/metrics");
+  }
+
+  GatewayProcess server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<InferenceGateway::Stub> stub_;
+};
+
+// Sum of a counter's samples whose labels contain `labels`.
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::string& labels = "") {
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name, 0) != 0 || line.find(labels) == std::string::npos)
+      continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
+TEST_F(GatewayTest, HealthIsServing) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext ctx;
+  grpc::ByteBuffer request, response;  // HealthCheckRequest{service: ""}
+  grpc::Slice empty;
+  request = grpc::ByteBuffer(&empty, 1);
+  std::atomic<bool> done{false};
+  grpc::Status status;
+  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(),
+                    &request, &response, [&](grpc::Status s) {
+                      status = s;
+                      done = true;
+                    });
+  while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (auto& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING (1)
+}
+
+TEST_F(GatewayTest, TensorLogitsEqualTheEngines) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  auto engine = VmoeEngine::Create(ModelDir("tiny-image"));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const int s = (*engine)->config().image_size;
+  const auto t = RandomTensor(s, 5);
+  const auto want = (*engine)->Run(t.data(), 1);
+  ASSERT_TRUE(want.ok());
+  ClassifyResponse got;
+  ASSERT_TRUE(Classify(TensorRequest(t, s), &got).ok());
+  ASSERT_EQ(got.logits_size(), (*engine)->config().num_classes);
+  for (int i = 0; i < got.logits_size(); ++i) {
+    EXPECT_NEAR(got.logits(i), (*want)[0].logits[i], 1e-4) << i;
+  }
+  EXPECT_EQ(got.top_size(), 5);
+  EXPECT_EQ(got.experts_size(), 2);  // tiny-image has two MoE layers.
+}
+
+// A JPEG and a PNG classify; unary and stream answers equal each other and
+// the engine's on the decoder's output for the same bytes.
+TEST_F(GatewayTest, JpegAndPngMatchEngineInUnaryAndStream) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  auto engine = VmoeEngine::Create(ModelDir("tiny-image"));
+  ASSERT_TRUE(engine.ok());
+  ImageDecoderOptions o;
+  o.image_size = (*engine)->config().image_size;
+  o.mean = (*engine)->manifest().mean();
+  o.std = (*engine)->manifest().stddev();
+  auto decoder = ImageDecoder::Create(o);
+  ASSERT_TRUE(decoder.ok());
+  const std::string rgb = RandomRgb(64, 48, 1);
+  const std::vector<std::string> images{EncodeJpeg(rgb, 64, 48),
+                                        EncodePng(rgb, 64, 48)};
+  std::vector<ClassifyResponse> unary(2);
+  for (int i = 0; i < 2; ++i) {
+    std::vector<float> input(3 * o.image_size * o.image_size);
+    ASSERT_TRUE((*decoder)->DecodeEncoded(images[i], input.data()).ok());
+    const auto want = (*engine)->Run(input.data(), 1);
+    ClassifyRequest r;
+    r.set_encoded(images[i]);
+    r.set_return_logits(true);
+    r.set_request_id("img" + std::to_string(i));
+    ASSERT_TRUE(Classify(r, &unary[i]).ok());
+    EXPECT_EQ(unary[i].request_id(), r.request_id());
+    for (int c = 0; c < unary[i].logits_size(); ++c) {
+      EXPECT_NEAR(unary[i].logits(c), (*want)[0].logits[c], 1e-4);
+    }
+  }
+  grpc::ClientContext ctx;
+  auto stream = stub_->ClassifyStream(&ctx);
+  for (int i = 0; i < 2; ++i) {
+    ClassifyRequest r;
+    r.set_encoded(images[i]);
+    r.set_return_logits(true);
+    r.set_request_id("img" + std::to_string(i));
+    ASSERT_TRUE(stream->Write(r));
+  }
+  stream->WritesDone();
+  std::map<std::string, ClassifyResponse> streamed;
+  for (ClassifyResponse r; stream->Read(&r);) streamed[r.request_id()] = r;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(streamed.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    const auto& s = streamed["img" + std::to_string(i)];
+    EXPECT_EQ(s.top(0).index(), unary[i].top(0).index());
+    for (int c = 0; c < s.logits_size(); ++c) {
+      EXPECT_NEAR(s.logits(c), unary[i].logits(c), 1e-4);
+    }
+  }
+}
+
+TEST_F(GatewayTest, BadInputIsInvalidArgumentAndServingGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max_image_bytes=100000"}));
+  const std::string rgb = RandomRgb(64, 48, 2);
+  const std::string png = EncodePng(rgb, 64, 48);
+  std::vector<std::pair<std::string, ClassifyRequest>> bad;
+  ClassifyRequest r;
+  r.set_encoded("this is not an image");
+  bad.push_back({"unknown format", r});
+  r.set_encoded(png.substr(0, png.size() / 2));
+  bad.push_back({"truncated PNG", r});
+  std::string corrupt = EncodeJpeg(rgb, 64, 48);
+  for (size_t i = corrupt.size() / 3; i < corrupt.size() - 2; i += 7)
+    corrupt[i] ^= 0x5a;
+  r.set_encoded(corrupt);
+  bad.push_back({"corrupt JPEG", r});
+  r.set_encoded(std::string(200000, 'x'));
+  bad.push_back({"oversized", r});
+  bad.push_back({"wrong tensor shape", TensorRequest(RandomTensor(16, 1), 16)});
+  r.Clear();
+  bad.push_back({"no image", r});
+  for (const auto& [what, request] : bad) {
+    ClassifyResponse out;
+    const grpc::Status s = Classify(request, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << what << ": " << s.error_message();
+    EXPECT_FALSE(s.error_message().empty()) << what;
+  }
+  ClassifyRequest good;
+  good.set_encoded(png);
+  ClassifyResponse out;
+  EXPECT_TRUE(Classify(good, &out).ok());
+  // In a stream, a bad frame is answered with its own status; the stream
+  // goes on and the next frame is classified.
+  grpc::ClientContext ctx;
+  auto stream = stub_->ClassifyStream(&ctx);
+  ClassifyRequest bad_frame;
+  bad_frame.set_request_id("bad");
+  bad_frame.set_encoded("garbage");
+  good.set_request_id("good");
+  ASSERT_TRUE(stream->Write(bad_frame));
+  ASSERT_TRUE(stream->Write(good));
+  stream->WritesDone();
+  std::map<std::string, ClassifyResponse> got;
+  for (ClassifyResponse resp; stream->Read(&resp);)
+    got[resp.request_id()] = resp;
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(got["bad"].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(got["good"].status().code(), 0);
+  EXPECT_GT(got["good"].top_size(), 0);
+}
+
+TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const std::string before = Metrics();
+  const std::string key = "method=\"Classify\"";
+  const double ok_before =
+      MetricValue(before, "edge_gateway_requests_total", key);
+  ClassifyRequest r;
+  r.set_encoded(EncodePng(RandomRgb(40, 40, 3), 40, 40));
+  ClassifyResponse out;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Classify(r, &out).ok());
+  r.set_encoded("junk");
+  EXPECT_FALSE(Classify(r, &out).ok());
+  const std::string after = Metrics();
+  EXPECT_EQ(MetricValue(after, "edge_gateway_requests_total",
+                        "code=\"OK\",method=\"Classify\"") -
+                MetricValue(before, "edge_gateway_requests_total",
+                            "code=\"OK\",method=\"Classify\""),
+            3);
+  EXPECT_EQ(MetricValue(after, "edge_gateway_requests_total", key) - ok_before,
+            4);
+  EXPECT_GT(MetricValue(after, "edge_gateway_expert_cache_loads_total"), 0);
+  EXPECT_GT(MetricValue(after, "process_resident_memory_bytes"), 0);
+  std::string promtool;
+  EXPECT_EQ(
+      test_support::RunWithInput("promtool check metrics", after, &promtool), 0)
+      << promtool;
+}
+
+// Runs `n` unary calls at once; returns the count of each status code.
+std::map<grpc::StatusCode, int> Flood(InferenceGateway::Stub& stub, int n,
+                                      const ClassifyRequest& request) {
+  std::vector<grpc::ClientContext> contexts(n);
+  std::vector<ClassifyResponse> responses(n);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<grpc::StatusCode, int> codes;
+  int finished = 0;
+  for (int i = 0; i < n; ++i) {
+    contexts[i].set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(60));
+    stub.async()->Classify(&contexts[i], &request, &responses[i],
+                           [&](grpc::Status s) {
+                             std::lock_guard<std::mutex> lock(mu);
+                             ++codes[s.error_code()];
+                             ++finished;
+                             cv.notify_all();
+                           });
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return finished == n; });
+  return codes;
+}
+
+TEST_F(GatewayTest, ExpiredDeadlineIsNotComputed) {
+  // A batch waits up to 200 ms to fill, so a 1 ms budget cannot be met.
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--max_batch_size=8", "--max_queue_delay_us=200000"}));
+  ClassifyRequest r = TensorRequest(RandomTensor(32, 1), 32);
+  r.set_timeout_us(1000);
+  ClassifyResponse out;
+  const grpc::Status s = Classify(r, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << s.error_message();
+  const std::string metrics = Metrics();
+  EXPECT_EQ(MetricValue(metrics, "edge_gateway_requests_total",
+                        "code=\"DEADLINE_EXCEEDED\""),
+            1);
+  EXPECT_EQ(MetricValue(metrics, "edge_gateway_batch_size_count"), 0)
+      << "the expired request must not be computed";
+}
+
+// A flood beyond max_queue_size: the excess is refused UNAVAILABLE at once,
+// everything admitted is answered OK, and nothing is lost.
+TEST_F(GatewayTest, FloodBeyondQueueIsUnavailableAndNothingIsDropped) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--max_batch_size=4", "--max_queue_size=8",
+                   "--max_queue_delay_us=50000"}));
+  constexpr int kRequests = 200;
+  auto codes = Flood(*stub_, kRequests, TensorRequest(RandomTensor(32, 2), 32));
+  EXPECT_GT(codes[grpc::StatusCode::UNAVAILABLE], 0);
+  EXPECT_GT(codes[grpc::StatusCode::OK], 0);
+  EXPECT_EQ(codes[grpc::StatusCode::OK] + codes[grpc::StatusCode::UNAVAILABLE],
+            kRequests);
+}
+
+TEST_F(GatewayTest, ConcurrentClientsAreBatched) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--max_batch_size=16", "--max_queue_delay_us=5000"}));
+  auto codes = Flood(*stub_, 64, TensorRequest(RandomTensor(32, 3), 32));
+  EXPECT_EQ(codes[grpc::StatusCode::OK], 64);
+  const std::string metrics = Metrics();
+  const double batches = MetricValue(metrics, "edge_gateway_batch_size_count");
+  const double singles =
+      MetricValue(metrics, "edge_gateway_batch_size_bucket", "le=\"1\"");
+  EXPECT_GT(batches, singles) << "no batch held more than one image";
+  EXPECT_LT(batches, 64);
+}
+
+// SIGTERM under load: every admitted request is answered (OK, or
+// UNAVAILABLE if it arrived after the drain began), and the exit code is 0.
+TEST_F(GatewayTest, SigtermUnderLoadAnswersEverythingAndExitsZero) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--max_batch_size=4", "--max_queue_delay_us=20000"}));
+  std::map<grpc::StatusCode, int> codes;
+  std::thread load([&] {
+    codes = Flood(*stub_, 100, TensorRequest(RandomTensor(32, 4), 32));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(server_.Stop(SIGTERM), 0) << server_.log();
+  load.join();
+  EXPECT_GT(codes[grpc::StatusCode::OK], 0);
+  EXPECT_EQ(codes[grpc::StatusCode::OK] + codes[grpc::StatusCode::UNAVAILABLE],
+            100)
+      << "some requests got neither an answer nor a refusal";
+  EXPECT_THAT(server_.log(), HasSubstr("draining"));
+}
+
+}  // namespace
+}  // namespace edge

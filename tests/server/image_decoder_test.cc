@@ -1,0 +1,616 @@
+#include "server/image_decoder.h"
+
+#include <spng.h>
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace edge {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr int kSide = 224;
+constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
+constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
+
+// ---- Test images and encoders (TurboJPEG's and libspng's own). ----
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 3;             // 1 grey; 4 is RGBA for PNG, CMYK for JPEG.
+  std::vector<uint8_t> pixels;  // HWC.
+  std::string_view bytes() const {
+    return {reinterpret_cast<const char*>(pixels.data()), pixels.size()};
+  }
+};
+
+// Smooth in both directions, different in each channel: JPEG keeps it well.
+Image Gradient(int width, int height, int channels = 3) {
+  Image image{width, height, channels, {}};
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const float u = static_cast<float>(x) / std::max(1, width - 1);
+      const float v = static_cast<float>(y) / std::max(1, height - 1);
+      const float rgba[4] = {255 * u, 255 * v, 255 * (1 - (u + v) / 2), 128};
+      for (int c = 0; c < channels; ++c) {
+        image.pixels.push_back(static_cast<uint8_t>(std::lround(rgba[c])));
+      }
+    }
+  }
+  return image;
+}
+
+Image Constant(int width, int height, std::array<uint8_t, 3> rgb) {
+  Image image{width, height, 3, {}};
+  for (int i = 0; i < width * height; ++i) {
+    image.pixels.insert(image.pixels.end(), rgb.begin(), rgb.end());
+  }
+  return image;
+}
+
+Image Random(int width, int height, int channels, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Image image{width, height, channels, {}};
+  image.pixels.resize(static_cast<size_t>(width) * height * channels);
+  for (uint8_t& p : image.pixels) p = static_cast<uint8_t>(rng());
+  return image;
+}
+
+// Keeps channel 0..2 of an image with more channels (drops alpha) or
+// replicates a single grey channel.
+Image ToRgb(const Image& in) {
+  Image out{in.width, in.height, 3, {}};
+  for (int i = 0; i < in.width * in.height; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      out.pixels.push_back(
+          in.pixels[i * in.channels + std::min(c, in.channels - 1)]);
+    }
+  }
+  return out;
+}
+
+std::string EncodeJpeg(const Image& image, int quality = 95,
+                       int subsampling = TJSAMP_444) {
+  tjhandle handle = tjInitCompress();
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  const int format = image.channels == 1   ? TJPF_GRAY
+                     : image.channels == 4 ? TJPF_CMYK
+                                           : TJPF_RGB;
+  if (image.channels == 1) subsampling = TJSAMP_GRAY;
+  const int rc =
+      tjCompress2(handle, image.pixels.data(), image.width, 0, image.height,
+                  format, &buffer, &size, subsampling, quality, 0);
+  EXPECT_EQ(rc, 0) << tjGetErrorStr2(handle);
+  std::string jpeg(reinterpret_cast<char*>(buffer), size);
+  tjFree(buffer);
+  tjDestroy(handle);
+  return jpeg;
+}
+
+// `samples` are in libspng's SPNG_FMT_PNG layout (16-bit: host-endian).
+std::string EncodePng(const void* samples, size_t size, int width, int height,
+                      uint8_t color_type, uint8_t bit_depth,
+                      spng_plte* palette = nullptr) {
+  spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+  spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+  spng_ihdr ihdr{};
+  ihdr.width = width;
+  ihdr.height = height;
+  ihdr.bit_depth = bit_depth;
+  ihdr.color_type = color_type;
+  spng_set_ihdr(ctx, &ihdr);
+  if (palette != nullptr) spng_set_plte(ctx, palette);
+  int rc =
+      spng_encode_image(ctx, samples, size, SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
+  EXPECT_EQ(rc, 0) << spng_strerror(rc);
+  size_t png_size = 0;
+  void* png = spng_get_png_buffer(ctx, &png_size, &rc);
+  std::string bytes(static_cast<char*>(png), png_size);
+  free(png);
+  spng_ctx_free(ctx);
+  return bytes;
+}
+
+std::string EncodePng(const Image& image) {
+  const uint8_t color_type = image.channels == 1 ? SPNG_COLOR_TYPE_GRAYSCALE
+                             : image.channels == 4
+                                 ? SPNG_COLOR_TYPE_TRUECOLOR_ALPHA
+                                 : SPNG_COLOR_TYPE_TRUECOLOR;
+  return EncodePng(image.pixels.data(), image.pixels.size(), image.width,
+                   image.height, color_type, 8);
+}
+
+uint32_t Crc32(const std::string& bytes, size_t begin, size_t end) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = begin; i < end; ++i) {
+    crc ^= static_cast<uint8_t>(bytes[i]);
+    for (int k = 0; k < 8; ++k)
+      crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+  }
+  return ~crc;
+}
+
+void PutBigEndian(std::string& bytes, size_t at, uint32_t value, int n) {
+  for (int i = 0; i < n; ++i) {
+    bytes[at + i] = static_cast<char>(value >> (8 * (n - 1 - i)));
+  }
+}
+
+// ---- Helpers around the decoder. ----
+
+std::unique_ptr<ImageDecoder> MakeDecoder(ImageDecoderOptions options = {}) {
+  if (options.image_size == 0) options.image_size = kSide;
+  auto decoder = ImageDecoder::Create(options);
+  EXPECT_TRUE(decoder.ok()) << decoder.status();
+  return std::move(decoder).value();
+}
+
+std::vector<float> Output(const ImageDecoder& decoder) {
+  const size_t s = decoder.image_size();
+  return std::vector<float>(3 * s * s, std::numeric_limits<float>::quiet_NaN());
+}
+
+float Normalised(uint8_t v, int c, const ImageDecoderOptions& o) {
+  return (static_cast<float>(v) / 255.0f - o.mean[c]) / o.std[c];
+}
+
+float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  float worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]));
+  return worst;
+}
+
+double MeanAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) sum += std::abs(a[i] - b[i]);
+  return sum / a.size();
+}
+
+std::vector<float> ViaRgb(const ImageDecoder& decoder, const Image& image) {
+  std::vector<float> out = Output(decoder);
+  const Image rgb = image.channels == 3 ? image : ToRgb(image);
+  EXPECT_TRUE(
+      decoder.FromRgb(rgb.bytes(), rgb.width, rgb.height, out.data()).ok());
+  return out;
+}
+
+std::vector<float> ViaEncoded(const ImageDecoder& decoder,
+                              const std::string& bytes,
+                              DecodeInfo* info = nullptr) {
+  std::vector<float> out = Output(decoder);
+  auto decoded = decoder.DecodeEncoded(bytes, out.data());
+  EXPECT_TRUE(decoded.ok()) << decoded.status();
+  if (info != nullptr && decoded.ok()) *info = *decoded;
+  return out;
+}
+
+absl::Status DecodeStatus(const ImageDecoder& decoder,
+                          const std::string& bytes) {
+  std::vector<float> out = Output(decoder);
+  return decoder.DecodeEncoded(bytes, out.data()).status();
+}
+
+void ExpectInvalid(const absl::Status& status, const std::string& message) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(message));
+}
+
+// ---- Options. ----
+
+TEST(ImageDecoderTest, CreateRejectsBadOptions) {
+  ImageDecoderOptions options;
+  ExpectInvalid(ImageDecoder::Create(options).status(),
+                "image_size must be in");
+  options.image_size = 9000;
+  ExpectInvalid(ImageDecoder::Create(options).status(), "got 9000");
+  options.image_size = kSide;
+  options.std[1] = 0;
+  ExpectInvalid(ImageDecoder::Create(options).status(),
+                "std[1] must be finite");
+  options.std[1] = 0.5f;
+  options.mean[2] = std::numeric_limits<float>::quiet_NaN();
+  ExpectInvalid(ImageDecoder::Create(options).status(),
+                "mean[2] must be finite");
+  options.mean[2] = 0.5f;
+  options.max_pixels = 0;
+  ExpectInvalid(ImageDecoder::Create(options).status(), "max_pixels");
+}
+
+// ---- Resize and normalisation. ----
+
+// Exact when the bilinear weights are exact in float (S/2 and 2S sides give
+// 0.25/0.75 and 0.5); otherwise w0 = 1 - w1 is rounded, v * w0 + v * w1 may
+// miss v by an ulp, and PyTorch (whose arithmetic we copy) misses it too.
+TEST(ImageDecoderTest, ConstantColourGivesExactConstantPerChannel) {
+  ImageDecoderOptions options;
+  options.mean = kImagenetMean;
+  options.std = kImagenetStd;
+  const auto decoder = MakeDecoder(options);
+  for (const auto& [w, h, exact] :
+       {std::tuple{kSide / 2, kSide * 2, true}, std::tuple{kSide, kSide, true},
+        std::tuple{37, 301, false}}) {
+    const Image image = Constant(w, h, {10, 128, 250});
+    for (const auto& out :
+         {ViaRgb(*decoder, image), ViaEncoded(*decoder, EncodePng(image))}) {
+      for (int c = 0; c < 3; ++c) {
+        const float want = Normalised(image.pixels[c], c, options);
+        for (int i = 0; i < kSide * kSide; ++i) {
+          const float got = out[c * kSide * kSide + i];
+          if (exact) {
+            ASSERT_EQ(got, want) << w << "x" << h << " channel " << c;
+          }
+          ASSERT_NEAR(got, want, 2e-6f) << w << "x" << h << " channel " << c;
+        }
+      }
+    }
+  }
+}
+
+TEST(ImageDecoderTest, FromRgbAtModelSizeIsIdentityUpToNormalisation) {
+  ImageDecoderOptions options;
+  options.mean = kImagenetMean;
+  options.std = kImagenetStd;
+  const auto decoder = MakeDecoder(options);
+  const Image image = Random(kSide, kSide, 3, 7);
+  const std::vector<float> out = ViaRgb(*decoder, image);
+  for (int y = 0; y < kSide; ++y) {
+    for (int x = 0; x < kSide; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        ASSERT_EQ(
+            out[(c * kSide + y) * kSide + x],
+            Normalised(image.pixels[(y * kSide + x) * 3 + c], c, options));
+      }
+    }
+  }
+}
+
+// Values worked out by hand from PyTorch's rule src = max(0, (dst + 0.5) *
+// in / out - 0.5), neighbours clamped at the last pixel.
+TEST(ImageDecoderTest, ResizeMatchesHandComputedValues) {
+  ImageDecoderOptions options;
+  options.mean = {0, 0, 0};
+  options.std = {1, 1, 1};
+  options.image_size = 4;
+  const auto up = MakeDecoder(options);
+  // 2x2 -> 4x4: per-axis weights (1,0), (.75,.25), (.25,.75), (0,1).
+  Image small{2, 2, 3, {0, 0, 0, 40, 0, 0, 80, 0, 0, 160, 0, 0}};
+  const float want_up[16] = {0,  10,    30,     40,  20, 32.5f, 57.5f, 70,
+                             60, 77.5f, 112.5f, 130, 80, 100,   140,   160};
+  const std::vector<float> got_up = ViaRgb(*up, small);
+  for (int i = 0; i < 16; ++i)
+    EXPECT_FLOAT_EQ(got_up[i] * 255, want_up[i]) << i;
+
+  // 3 -> 2 along x: taps (.75 a0 + .25 a1) and (.25 a1 + .75 a2); 4 -> 2
+  // along y: source rows 0.5 and 2.5, i.e. means of row pairs.
+  options.image_size = 2;
+  const auto down = MakeDecoder(options);
+  Image wide{3, 4, 3, {}};
+  const uint8_t rows[4][3] = {
+      {0, 100, 200}, {20, 120, 220}, {40, 60, 80}, {0, 0, 0}};
+  for (const auto& row : rows)
+    for (uint8_t v : row) wide.pixels.insert(wide.pixels.end(), {v, 0, 0});
+  const float want_down[4] = {35, 185, 22.5f, 37.5f};
+  const std::vector<float> got_down = ViaRgb(*down, wide);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_FLOAT_EQ(got_down[i] * 255, want_down[i]) << i;
+}
+
+// ---- JPEG. ----
+
+TEST(ImageDecoderTest, JpegOfSmoothGradientIsCloseToItsSource) {
+  const auto decoder = MakeDecoder();
+  const std::pair<int, int> sizes[] = {
+      {300, 200}, {97, 61}, {224, 224}, {641, 479}};
+  for (const auto& [w, h] : sizes) {
+    const Image image = Gradient(w, h);
+    DecodeInfo info;
+    const auto got = ViaEncoded(*decoder, EncodeJpeg(image), &info);
+    EXPECT_EQ(info.format, ImageFormat::kJpeg);
+    EXPECT_EQ(info.source_width, w);
+    EXPECT_EQ(info.source_height, h);
+    // At std 0.5 one grey level is 0.0078: q95 4:4:4 JPEG of a gradient is
+    // off by about one level on average and by a few at worst.
+    const auto want = ViaRgb(*decoder, image);
+    EXPECT_LT(MaxAbsDiff(got, want), 0.06f) << w << "x" << h;
+    EXPECT_LT(MeanAbsDiff(got, want), 0.01) << w << "x" << h;
+  }
+}
+
+TEST(ImageDecoderTest, GreyscaleJpegIsReplicatedToThreeChannels) {
+  const auto decoder = MakeDecoder();
+  const Image grey = Gradient(150, 260, 1);
+  const auto got = ViaEncoded(*decoder, EncodeJpeg(grey));
+  const size_t plane = kSide * kSide;
+  for (size_t i = 0; i < plane; ++i) {
+    ASSERT_EQ(got[i], got[plane + i]);
+    ASSERT_EQ(got[i], got[2 * plane + i]);
+  }
+  EXPECT_LT(MaxAbsDiff(got, ViaRgb(*decoder, grey)), 0.04f);
+}
+
+TEST(ImageDecoderTest, DctScalingPicksSmallestScaleStillAtLeastS) {
+  const auto scaled = MakeDecoder();
+  ImageDecoderOptions full_options;
+  full_options.image_size = kSide;
+  full_options.jpeg_dct_scaling = false;
+  const auto full = MakeDecoder(full_options);
+  struct Case {
+    int w, h, want_w, want_h;
+  };
+  for (const Case& c : {Case{1920, 1080, 480, 270}, Case{1000, 700, 500, 350},
+                        Case{1792, 1800, 224, 225}, Case{448, 447, 224, 224},
+                        Case{446, 600, 446, 600}, Case{100, 100, 100, 100},
+                        Case{3001, 2001, 376, 251}}) {
+    const std::string jpeg = EncodeJpeg(Gradient(c.w, c.h), 95, TJSAMP_420);
+    DecodeInfo info, full_info;
+    const auto got = ViaEncoded(*scaled, jpeg, &info);
+    EXPECT_EQ(info.decoded_width, c.want_w) << c.w << "x" << c.h;
+    EXPECT_EQ(info.decoded_height, c.want_h) << c.w << "x" << c.h;
+    const auto want = ViaEncoded(*full, jpeg, &full_info);
+    EXPECT_EQ(full_info.decoded_width, c.w);
+    EXPECT_EQ(full_info.decoded_height, c.h);
+    // DCT scaling averages where bilinear samples: close, not equal.
+    EXPECT_LT(MaxAbsDiff(got, want), 0.06f) << c.w << "x" << c.h;
+    EXPECT_LT(MeanAbsDiff(got, want), 0.01) << c.w << "x" << c.h;
+    std::printf("%dx%d: DCT-scaled vs full decode max %.4f mean %.5f\n", c.w,
+                c.h, MaxAbsDiff(got, want), MeanAbsDiff(got, want));
+  }
+}
+
+TEST(ImageDecoderTest, RejectsTruncatedAndCmykJpeg) {
+  const auto decoder = MakeDecoder();
+  const std::string jpeg = EncodeJpeg(Gradient(320, 240));
+  const absl::Status truncated =
+      DecodeStatus(*decoder, jpeg.substr(0, jpeg.size() / 2));
+  ExpectInvalid(truncated, "corrupt JPEG data");
+  EXPECT_THAT(std::string(truncated.message()),
+              HasSubstr("Premature end of JPEG file"));
+  ExpectInvalid(DecodeStatus(*decoder, jpeg.substr(0, 40)), "no image frame");
+  ExpectInvalid(DecodeStatus(*decoder, EncodeJpeg(Gradient(64, 64, 4))),
+                "CMYK");
+}
+
+// Some cameras append data (thumbnails, vendor blocks) after the EOI marker;
+// libjpeg stops at EOI, so this is not a warning and must decode.
+TEST(ImageDecoderTest, AcceptsBytesAfterJpegEnd) {
+  const auto decoder = MakeDecoder();
+  const std::string jpeg = EncodeJpeg(Gradient(320, 240));
+  EXPECT_EQ(ViaEncoded(*decoder, jpeg + std::string(500, '\x5a')),
+            ViaEncoded(*decoder, jpeg));
+}
+
+// A real header claiming 65000x65000: rejected from the header alone.
+TEST(ImageDecoderTest, RejectsHugeJpegBeforeAllocating) {
+  const auto decoder = MakeDecoder();
+  std::string jpeg = EncodeJpeg(Gradient(64, 48));
+  const size_t sof = jpeg.find("\xFF\xC0");
+  ASSERT_NE(sof, std::string::npos);
+  PutBigEndian(jpeg, sof + 5, 65000, 2);  // Height.
+  PutBigEndian(jpeg, sof + 7, 65000, 2);  // Width.
+  ExpectInvalid(DecodeStatus(*decoder, jpeg),
+                "image is 65000x65000 = 4225000000 pixels; the limit is "
+                "40000000 (max_pixels)");
+  PutBigEndian(jpeg, sof + 5, 0, 2);
+  EXPECT_EQ(DecodeStatus(*decoder, jpeg).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// ---- PNG. ----
+
+TEST(ImageDecoderTest, PngVariantsDecodeToTheirRgbPixels) {
+  const auto decoder = MakeDecoder();
+  const Image rgb = Random(123, 45, 3, 1), rgba = Random(64, 300, 4, 2),
+              grey = Random(200, 201, 1, 3);
+  for (const Image* image : {&rgb, &rgba, &grey}) {
+    DecodeInfo info;
+    const auto got = ViaEncoded(*decoder, EncodePng(*image), &info);
+    EXPECT_EQ(info.format, ImageFormat::kPng);
+    EXPECT_EQ(info.decoded_width, image->width);
+    EXPECT_EQ(MaxAbsDiff(got, ViaRgb(*decoder, *image)), 0) << image->channels;
+  }
+  // 16-bit: v * 257 reduces to v whatever the rounding rule.
+  std::vector<uint16_t> deep;
+  for (uint8_t v : rgb.pixels) deep.push_back(static_cast<uint16_t>(v * 257));
+  const auto got16 = ViaEncoded(
+      *decoder, EncodePng(deep.data(), deep.size() * 2, rgb.width, rgb.height,
+                          SPNG_COLOR_TYPE_TRUECOLOR, 16));
+  EXPECT_EQ(MaxAbsDiff(got16, ViaRgb(*decoder, rgb)), 0);
+  // Palette: four colours, indices 0..3.
+  spng_plte palette{};
+  palette.n_entries = 4;
+  const uint8_t colours[4][3] = {
+      {255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {9, 99, 199}};
+  Image expanded{50, 70, 3, {}};
+  std::vector<uint8_t> indices;
+  for (int i = 0; i < 4; ++i)
+    palette.entries[i] = {colours[i][0], colours[i][1], colours[i][2], 255};
+  for (int i = 0; i < 50 * 70; ++i) {
+    indices.push_back(static_cast<uint8_t>((i / 7 + i / 50) % 4));
+    expanded.pixels.insert(expanded.pixels.end(), colours[indices.back()],
+                           colours[indices.back()] + 3);
+  }
+  const auto got_plte =
+      ViaEncoded(*decoder, EncodePng(indices.data(), indices.size(), 50, 70,
+                                     SPNG_COLOR_TYPE_INDEXED, 8, &palette));
+  EXPECT_EQ(MaxAbsDiff(got_plte, ViaRgb(*decoder, expanded)), 0);
+}
+
+TEST(ImageDecoderTest, RejectsTruncatedAndCorruptPng) {
+  const auto decoder = MakeDecoder();
+  const std::string png = EncodePng(Random(100, 80, 3, 4));
+  ExpectInvalid(DecodeStatus(*decoder, png.substr(0, png.size() / 2)),
+                "invalid PNG data");
+  ExpectInvalid(DecodeStatus(*decoder, png.substr(0, 20)),
+                "invalid PNG header");
+  std::string flipped = png;
+  flipped[png.find("IDAT") + 40] ^= 0x10;  // Inside the data: CRC mismatch.
+  const absl::Status crc = DecodeStatus(*decoder, flipped);
+  ExpectInvalid(crc, "invalid PNG");
+  EXPECT_THAT(std::string(crc.message()), HasSubstr("checksum"));
+}
+
+// IHDR rewritten to 100000x100000 with a valid CRC, so only our limit stops it.
+TEST(ImageDecoderTest, RejectsHugePngBeforeAllocating) {
+  const auto decoder = MakeDecoder();
+  std::string png = EncodePng(Random(16, 16, 3, 5));
+  PutBigEndian(png, 16, 100000, 4);
+  PutBigEndian(png, 20, 100000, 4);
+  PutBigEndian(png, 29, Crc32(png, 12, 29), 4);
+  ExpectInvalid(DecodeStatus(*decoder, png),
+                "image is 100000x100000 = 10000000000 pixels; the limit is "
+                "40000000 (max_pixels)");
+}
+
+// ---- Rejections common to all inputs. ----
+
+TEST(ImageDecoderTest, RejectsBadEncodedInputsWithPreciseMessages) {
+  ImageDecoderOptions options;
+  options.max_encoded_bytes = 1000;
+  options.max_pixels = 1000;
+  const auto decoder = MakeDecoder(options);
+  ExpectInvalid(DecodeStatus(*decoder, ""), "image is empty");
+  const std::string gif("GIF89a\x01\x00\x01\x00 rest", 14);
+  ExpectInvalid(DecodeStatus(*decoder, gif), "unknown image format");
+  ExpectInvalid(DecodeStatus(*decoder, gif),
+                "first bytes are 47 49 46 38 39 61 01 00");
+  ExpectInvalid(DecodeStatus(*decoder, std::string(1001, 'x')),
+                "image is 1001 bytes; the limit is 1000 (max_encoded_bytes)");
+  const Image image = Constant(40, 30, {1, 2, 3});
+  const std::string limit =
+      "image is 40x30 = 1200 pixels; the limit is 1000 (max_pixels)";
+  ExpectInvalid(DecodeStatus(*decoder, EncodeJpeg(image)), limit);
+  ExpectInvalid(DecodeStatus(*decoder, EncodePng(image)), limit);
+  std::vector<float> out = Output(*decoder);
+  ExpectInvalid(decoder->FromRgb(image.bytes(), 40, 30, out.data()), limit);
+}
+
+TEST(ImageDecoderTest, FromRgbRejectsBadDimensionsAndSizes) {
+  const auto decoder = MakeDecoder();
+  std::vector<float> out = Output(*decoder);
+  ExpectInvalid(decoder->FromRgb("", 0, 5, out.data()),
+                "zero width or height: 0x5");
+  ExpectInvalid(decoder->FromRgb("abc", 1, -1, out.data()),
+                "zero width or height");
+  ExpectInvalid(decoder->FromRgb(std::string(10, 'a'), 2, 2, out.data()),
+                "RGB buffer is 10 bytes; 2x2 RGB needs 2*2*3 = 12");
+}
+
+TEST(ImageDecoderTest, FromTensorChecksShapeBytesAndValues) {
+  ImageDecoderOptions options;
+  options.image_size = 8;
+  const auto decoder = MakeDecoder(options);
+  std::vector<float> values(3 * 8 * 8);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = 0.01f * i - 1;
+  const std::string data(reinterpret_cast<const char*>(values.data()),
+                         values.size() * 4);
+  std::vector<float> out = Output(*decoder);
+  ASSERT_TRUE(decoder->FromTensor({3, 8, 8}, data, out.data()).ok());
+  EXPECT_EQ(out, values);
+  ASSERT_TRUE(decoder->FromTensor({1, 3, 8, 8}, data, out.data()).ok());
+  ExpectInvalid(decoder->FromTensor({1, 3, 8}, data, out.data()),
+                "tensor shape [1,3,8] does not match the model's [3,8,8]");
+  ExpectInvalid(decoder->FromTensor({2, 3, 8, 8}, data, out.data()),
+                "[2,3,8,8]");
+  ExpectInvalid(decoder->FromTensor({3, 8, 8}, data.substr(4), out.data()),
+                "tensor data is 764 bytes; float32 [3,8,8] needs 768");
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::infinity()}) {
+    std::vector<float> poisoned = values;
+    poisoned[2 * 64 + 3 * 8 + 5] = bad;
+    const std::string bytes(reinterpret_cast<const char*>(poisoned.data()),
+                            poisoned.size() * 4);
+    ExpectInvalid(decoder->FromTensor({3, 8, 8}, bytes, out.data()),
+                  "at channel 2, row 3, column 5 is not finite");
+  }
+}
+
+// ---- Robustness. ----
+
+// Garbage, truncations and bit flips of valid files: each must come back OK
+// or INVALID_ARGUMENT, never crash (run under ASan to make this stronger).
+TEST(ImageDecoderTest, MutatedInputsNeverCrash) {
+  ImageDecoderOptions options;
+  options.image_size = 32;
+  const auto decoder = MakeDecoder(options);
+  const std::string seeds[] = {EncodeJpeg(Gradient(90, 70)),
+                               EncodeJpeg(Gradient(40, 50, 1)),
+                               EncodeJpeg(Gradient(300, 200), 80, TJSAMP_420),
+                               EncodePng(Random(33, 21, 3, 6)),
+                               EncodePng(Random(20, 20, 4, 7)),
+                               EncodePng(Random(9, 40, 1, 8))};
+  std::mt19937 rng(42);
+  int ok = 0, rejected = 0;
+  for (int i = 0; i < 600; ++i) {
+    std::string bytes = seeds[i % std::size(seeds)];
+    switch (i % 4) {
+      case 0:  // Flip a few random bits.
+        for (int k = 1 + rng() % 8; k > 0; --k)
+          bytes[rng() % bytes.size()] ^= 1 << (rng() % 8);
+        break;
+      case 1:  // Truncate anywhere.
+        bytes.resize(rng() % bytes.size());
+        break;
+      case 2:  // Overwrite a run of bytes with garbage.
+        for (size_t at = rng() % bytes.size(), n = 1 + rng() % 64;
+             n > 0 && at < bytes.size(); --n, ++at)
+          bytes[at] = static_cast<char>(rng());
+        break;
+      default:  // Pure garbage behind a valid magic number.
+        bytes.resize(std::min<size_t>(bytes.size(), 8));
+        for (int n = rng() % 2000; n > 0; --n)
+          bytes.push_back(static_cast<char>(rng()));
+    }
+    const absl::Status status = DecodeStatus(*decoder, bytes);
+    ASSERT_TRUE(status.ok() ||
+                status.code() == absl::StatusCode::kInvalidArgument)
+        << status;
+    (status.ok() ? ok : rejected)++;
+  }
+  EXPECT_GT(rejected, 0);
+  std::printf("mutations: %d decoded, %d rejected\n", ok, rejected);
+}
+
+TEST(ImageDecoderTest, ConcurrentDecodesAgree) {
+  const auto decoder = MakeDecoder();
+  const std::string jpeg = EncodeJpeg(Gradient(640, 480));
+  const std::string png = EncodePng(Random(300, 200, 3, 9));
+  const auto want_jpeg = ViaEncoded(*decoder, jpeg);
+  const auto want_png = ViaEncoded(*decoder, png);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        EXPECT_EQ(ViaEncoded(*decoder, (t + i) % 2 ? jpeg : png),
+                  (t + i) % 2 ? want_jpeg : want_png);
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+}  // namespace
+}  // namespace edge
