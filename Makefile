@@ -24,9 +24,10 @@ $(DEMO_MODEL)/manifest.json:
 	$(PYTHON) tools/export_model.py --config tools/configs/vmoe-tiny-224.json \
 	  --random-seed 1 --out $(DEMO_MODEL)
 
+# Serves the default model, classifies models/samples/*.png with
+# edge-client, then keeps serving until Ctrl-C.
 demo: build $(DEMO_MODEL)/manifest.json
-	$(BUILD)/engine/engine_bench --model $(DEMO_MODEL) --batch 1 --seconds 3
-	$(BUILD)/engine/engine_bench --model $(DEMO_MODEL) --batch 16 --seconds 3
+	BUILD=$(BUILD) tools/demo.sh $(DEMO_MODEL)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

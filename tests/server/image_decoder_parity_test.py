@@ -8,15 +8,18 @@ DECODE_TOOL environment variable; ctest sets it. Inputs are raw RGB (exact)
 and PNGs written by a minimal encoder below (lossless, so also exact).
 """
 import os
-import struct
 import subprocess
+import sys
 import tempfile
 import unittest
-import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from png_writer import png_bytes  # noqa: E402
 
 DECODE_TOOL = os.environ.get("DECODE_TOOL")
 TOLERANCE = 1e-4
@@ -33,23 +36,6 @@ def torch_reference(pixels_hwc, size, mean, std):
     m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return ((x - m) / s).numpy()
-
-
-def png_bytes(samples, color_type, bit_depth):
-    """A minimal PNG: one IDAT, filter type 0 on every row. `samples` is
-    [H, W, C] uint8 or big-endian-ready uint16."""
-    height, width = samples.shape[:2]
-    raw = samples.astype(">u2") if bit_depth == 16 else samples.astype(np.uint8)
-    rows = raw.reshape(height, -1).view(np.uint8)
-    scanlines = np.hstack([np.zeros((height, 1), np.uint8), rows]).tobytes()
-
-    def chunk(kind, data):
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) +
-            chunk(b"IDAT", zlib.compress(scanlines, 6)) + chunk(b"IEND", b""))
 
 
 @unittest.skipUnless(DECODE_TOOL, "DECODE_TOOL is unset: set it to the path "
