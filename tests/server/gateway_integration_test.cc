@@ -142,6 +142,16 @@ double MetricValue(const std::string& text, const std::string& name,
   return sum;
 }
 
+TEST_F(GatewayTest, InvalidConfigurationStopsStartupNamingTheField) {
+  EXPECT_FALSE(server_.Start(
+      {"--model_dir=" + ModelDir("tiny-image"), "--max_batch_sise=4"}));
+  EXPECT_THAT(server_.log(), HasSubstr("unknown configuration field "
+                                       "'max_batch_sise'"));
+  GatewayProcess missing_model;
+  EXPECT_FALSE(missing_model.Start({"--model_dir=/nonexistent/model"}));
+  EXPECT_THAT(missing_model.log(), HasSubstr("/nonexistent/model"));
+}
+
 TEST_F(GatewayTest, HealthIsServing) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   grpc::GenericStub generic(channel_);

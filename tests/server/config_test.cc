@@ -1,0 +1,119 @@
+#include "server/config.h"
+
+#include <map>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
+
+namespace edge {
+namespace {
+
+using test_support::TempDir;
+using test_support::WriteFileOrDie;
+using ::testing::HasSubstr;
+
+TEST(ServerConfigTest, DefaultsComeFromTheSchema) {
+  const ServerConfig c = DefaultServerConfig();
+  EXPECT_EQ(c.listen_address(), "127.0.0.1:50051");
+  EXPECT_EQ(c.metrics_address(), "127.0.0.1:9464");
+  EXPECT_EQ(c.max_batch_size(), 16);
+  EXPECT_EQ(c.max_queue_delay_us(), 2000);
+  EXPECT_EQ(c.max_queue_size(), 256);
+  EXPECT_EQ(c.max_image_bytes(), 16u << 20);
+  EXPECT_EQ(c.model_dir(), "");
+}
+
+TEST(ServerConfigTest, FileOverridesOnlyWhatItNamesIncludingZeros) {
+  TempDir tmp;
+  const std::string path = tmp.Join("gateway.json");
+  WriteFileOrDie(path, R"({"model_dir": "/m", "max_queue_delay_us": 0,
+                           "maxBatchSize": 8, "max_image_bytes": 16777217})");
+  ServerConfig c = DefaultServerConfig();
+  ASSERT_TRUE(ApplyConfigFile(path, &c).ok());
+  EXPECT_EQ(c.model_dir(), "/m");
+  EXPECT_EQ(c.max_queue_delay_us(), 0);       // zero must override the default.
+  EXPECT_EQ(c.max_batch_size(), 8);           // lowerCamelCase works too.
+  EXPECT_EQ(c.max_image_bytes(), 16777217u);  // exact, not rounded.
+  EXPECT_EQ(c.max_queue_size(), 256);         // untouched.
+}
+
+TEST(ServerConfigTest, FileErrorsNameTheFieldOrProblem) {
+  TempDir tmp;
+  const std::string path = tmp.Join("gateway.json");
+  ServerConfig c = DefaultServerConfig();
+  WriteFileOrDie(path, R"({"max_batch_sise": 8})");
+  EXPECT_THAT(ApplyConfigFile(path, &c).message(),
+              HasSubstr("unknown configuration field 'max_batch_sise'"));
+  WriteFileOrDie(path, R"({"max_batch_size": 1.5})");
+  EXPECT_THAT(ApplyConfigFile(path, &c).message(), HasSubstr("max_batch_size"));
+  WriteFileOrDie(path, R"({"max_batch_size": [8]})");
+  EXPECT_THAT(ApplyConfigFile(path, &c).message(),
+              HasSubstr("must be a string, number or bool"));
+  WriteFileOrDie(path, "{not json");
+  EXPECT_THAT(ApplyConfigFile(path, &c).message(), HasSubstr(path));
+  EXPECT_EQ(ApplyConfigFile(tmp.Join("missing.json"), &c).code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST(ServerConfigTest, EnvironmentUsesUpperCaseFieldNames) {
+  const std::map<std::string, std::string> env{
+      {"EDGE_GATEWAY_MAX_BATCH_SIZE", "4"},
+      {"EDGE_GATEWAY_LISTEN_ADDRESS", "0.0.0.0:1234"}};
+  auto getenv = [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  ServerConfig c = DefaultServerConfig();
+  ASSERT_TRUE(ApplyEnvironment(getenv, &c).ok());
+  EXPECT_EQ(c.max_batch_size(), 4);
+  EXPECT_EQ(c.listen_address(), "0.0.0.0:1234");
+}
+
+TEST(ServerConfigTest, BadEnvironmentValueNamesTheVariable) {
+  auto getenv = [](const char* name) -> const char* {
+    return std::string(name) == "EDGE_GATEWAY_MAX_QUEUE_SIZE" ? "lots"
+                                                              : nullptr;
+  };
+  ServerConfig c = DefaultServerConfig();
+  const absl::Status s = ApplyEnvironment(getenv, &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("EDGE_GATEWAY_MAX_QUEUE_SIZE"));
+  EXPECT_THAT(s.message(), HasSubstr("lots"));
+}
+
+TEST(ServerConfigTest, SetFieldParsesTypesAndRejectsUnknownNames) {
+  ServerConfig c = DefaultServerConfig();
+  ASSERT_TRUE(
+      SetConfigField("cache_budget_bytes", "1073741824", "flag", &c).ok());
+  EXPECT_EQ(c.cache_budget_bytes(), 1073741824u);
+  EXPECT_FALSE(SetConfigField("cache_budget_bytes", "-1", "flag", &c).ok());
+  EXPECT_THAT(SetConfigField("nope", "1", "flag --nope", &c).message(),
+              HasSubstr("flag --nope: unknown configuration field 'nope'"));
+}
+
+TEST(ServerConfigTest, ValidationNamesTheField) {
+  ServerConfig c = DefaultServerConfig();
+  EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("model_dir"));
+  c.set_model_dir("/m");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.set_max_batch_size(0);
+  EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_batch_size"));
+  c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  c.set_max_queue_size(4);
+  EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_queue_size"));
+}
+
+TEST(ServerConfigTest, HelpListsEveryFieldWithDefaultAndVariable) {
+  const std::string help = ServerConfigHelp();
+  const auto* d = ServerConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    EXPECT_THAT(help, HasSubstr("--" + d->field(i)->name() + "="));
+  }
+  EXPECT_THAT(help, HasSubstr("--max_batch_size=16"));
+  EXPECT_THAT(help, HasSubstr("EDGE_GATEWAY_MAX_BATCH_SIZE"));
+}
+
+}  // namespace
+}  // namespace edge
