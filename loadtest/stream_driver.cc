@@ -76,11 +76,16 @@ void CameraSession::SendFrames(Stream& stream) {
   const Clock::time_point end =
       context_.start + std::chrono::duration_cast<Clock::duration>(
                            std::chrono::duration<double>(options.duration_s));
+  bool stopped_early = false;
   for (int64_t i = 0;; ++i) {
     const Clock::time_point due =
         context_.start +
         std::chrono::duration_cast<Clock::duration>(phase + period * i);
-    if (due >= end || !context_.budget->TryTake()) break;
+    if (due >= end) break;  // The schedule is over: sending ends at `end`.
+    if (!context_.budget->TryTake()) {
+      stopped_early = true;  // --max_requests: sending ends now.
+      break;
+    }
     std::this_thread::sleep_until(due);
     const int64_t due_ns = SinceStartNs(context_, due);
     const int scene = context_.picker->Pick(camera_, due_ns * 1e-9, rng);
@@ -94,10 +99,12 @@ void CameraSession::SendFrames(Stream& stream) {
     const int64_t index = log_.Add(record);
     if (!stream.Write(MakeRequest(context_, camera_, scene, index))) {
       log_.Withdraw(index);  // The call is over; Finish() says why.
+      stopped_early = true;
       break;
     }
   }
-  send_end_ns_ = SinceStartNs(context_, Clock::now());
+  const Clock::time_point now = Clock::now();
+  send_end_ns_ = SinceStartNs(context_, stopped_early ? now : std::max(now, end));
   stream.WritesDone();
 }
 

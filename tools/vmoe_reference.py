@@ -501,3 +501,62 @@ class VisionMoE(nn.Module):
         else:
             pooled = (x[:, 1:] if self.config.class_token else x).mean(dim=1)
         return self.head(pooled), routing
+
+
+# ----------------------------------------------------------------------------
+# Training-friendly forward (tools/train_demo.py)
+# ----------------------------------------------------------------------------
+# The same arithmetic as VisionMoE.forward, batched for training: whole-image
+# routing runs each expert once on all the images that chose it, instead of
+# image by image, and the router's logits are returned for auxiliary losses
+# (Mobile V-MoE's superclass loss, load balancing). Inference and the parity
+# tests keep using forward(); test_train_forward (tests/models) checks that both
+# give the same logits.
+
+def _moe_forward_train(layer: MoeLayer, h: torch.Tensor):
+    """(output, router_logits) of one MoE layer. Image routing: logits [B, E]
+    of the mean patch token, outputs batched per expert. Token routing: the
+    per-image path of forward(), with per-token logits [B, T, E]."""
+    moe = layer.config.moe
+    if moe.routing != "image":
+        out, _ = layer._token_routed(h)
+        return out, layer.router(h)
+    patches = h[:, 1:] if layer.config.class_token else h
+    logits = layer.router(patches.mean(dim=1))                   # [B, E]
+    weights, experts, _ = top_k_choices(logits.softmax(dim=-1), moe.top_k)
+    if moe.renormalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(h)
+    for e in range(moe.num_experts):
+        b, j = torch.nonzero(experts == e, as_tuple=True)
+        if len(b):
+            y = layer.experts[e](h[b]) * weights[b, j][:, None, None]
+            out = out.index_add(0, b, y)
+    return out, logits
+
+
+def forward_train(model: VisionMoE, images: torch.Tensor):
+    """images: normalised [B, 3, S, S]. Returns (logits [B, C], router_logits):
+    one tensor per MoE layer in layer order (see _moe_forward_train).
+    Differentiable through the gates (the k chosen weights) and the experts."""
+    config = model.config
+    x = model.patch_embed(images)
+    if config.class_token:
+        x = torch.cat([model.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+    x = x + model.pos_embed
+    router_logits = []
+    for block in model.blocks:
+        x = x + block.attn(block.norm1(x))
+        h = block.norm2(x)
+        if hasattr(block, "moe"):
+            y, logits = _moe_forward_train(block.moe, h)
+            router_logits.append(logits)
+            x = x + y
+        else:
+            x = x + block.mlp(h)
+    x = model.norm(x)
+    if config.global_pool == "token":
+        pooled = x[:, 0]
+    else:
+        pooled = (x[:, 1:] if config.class_token else x).mean(dim=1)
+    return model.head(pooled), router_logits

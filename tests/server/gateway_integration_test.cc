@@ -369,6 +369,37 @@ TEST_F(GatewayTest, ExpiredDeadlineIsNotComputed) {
       << "the expired request must not be computed";
 }
 
+// The case: a full batch occupies the engine (vmoe-s32-e32 with cold
+// experts: every expert is loaded and verified from disk, hundreds of ms),
+// and a request with a 1 ms budget arrives behind it. It must be answered
+// DEADLINE_EXCEEDED without being computed; the full batch is answered OK.
+TEST_F(GatewayTest, OneMillisecondDeadlineBehindFullBatchExpires) {
+  ASSERT_TRUE(server_.Start({"--model_dir=" + ModelDir("vmoe-s32-e32"),
+                             "--max_batch_size=4", "--max_queue_delay_us=0",
+                             "--warmup_batches=0"}))
+      << server_.log();
+  auto stub = InferenceGateway::NewStub(grpc::CreateChannel(
+      server_.target(), grpc::InsecureChannelCredentials()));
+  constexpr int kSide = 224;
+  std::map<grpc::StatusCode, int> batch_codes;
+  std::thread full_batch([&] {
+    batch_codes = Flood(*stub, 4, TensorRequest(RandomTensor(kSide, 6), kSide));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ClassifyRequest late = TensorRequest(RandomTensor(kSide, 7), kSide);
+  late.set_timeout_us(1000);
+  grpc::ClientContext ctx;
+  ClassifyResponse out;
+  const grpc::Status s = stub->Classify(&ctx, late, &out);
+  full_batch.join();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << s.error_message();
+  EXPECT_EQ(batch_codes[grpc::StatusCode::OK], 4);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(MetricValue(metrics, "edge_gateway_batch_size_sum"), 4)
+      << "the late request must not be computed";
+}
+
 // A flood beyond max_queue_size: the excess is refused UNAVAILABLE at once,
 // everything admitted is answered OK, and nothing is lost.
 TEST_F(GatewayTest, FloodBeyondQueueIsUnavailableAndNothingIsDropped) {
