@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace edge::loadtest {
 namespace {
@@ -41,8 +42,9 @@ measured window (after --warmup_s), and with a metrics endpoint the server's
 mean batch size and expert cache hit rate over that window.
 
 Exit codes: 0 the run completed (answers with error codes are reported, not
-fatal); 1 a request went unanswered or the gateway could not be reached;
-2 unusable flags (nothing was sent).
+fatal); 1 a request went unanswered, the gateway could not be reached, or an
+output file could not be written; 2 unusable flags or --frames_dir (nothing
+was sent).
 
 Flags (default in brackets):
 )";
@@ -94,13 +96,12 @@ std::string Show(T value) {
 template <typename T>
 FlagSpec Flag(const char* name, const char* value_name,
               T LoadTestOptions::*field, const char* help) {
-  return {name, value_name, help,
-          [field](absl::string_view text, LoadTestOptions* options) {
-            return ParseValue(text, &(options->*field));
-          },
-          [field](const LoadTestOptions& options) {
-            return Show(options.*field);
-          }};
+  return {
+      name, value_name, help,
+      [field](absl::string_view text, LoadTestOptions* options) {
+        return ParseValue(text, &(options->*field));
+      },
+      [field](const LoadTestOptions& options) { return Show(options.*field); }};
 }
 
 const std::vector<FlagSpec>& Flags() {
@@ -180,9 +181,8 @@ absl::Status ApplyArgument(int argc, char** argv, int* i,
   } else if (*i + 1 < argc) {
     value = argv[++*i];
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("flag --", name, " needs a value (", flag->value_name,
-                     ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flag --", name, " needs a value (", flag->value_name, ")"));
   }
   if (!flag->set(value, options)) {
     return absl::InvalidArgumentError(absl::StrCat(

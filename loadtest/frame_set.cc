@@ -79,8 +79,8 @@ absl::StatusOr<std::vector<Frame>> MakeSyntheticFrames(
 
 }  // namespace
 
-absl::StatusOr<std::vector<Frame>> BuildFrameSet(
-    const LoadTestOptions& options, int model_image_size) {
+absl::StatusOr<std::vector<Frame>> BuildFrameSet(const LoadTestOptions& options,
+                                                 int model_image_size) {
   if (!options.frames_dir.empty()) return LoadFrameFiles(options.frames_dir);
   if (options.tensor && model_image_size <= 0) {
     return absl::InvalidArgumentError(

@@ -27,8 +27,8 @@ struct Frame {
 // synthetic scenes as JPEG, or with `tensor` as float32 [3,S,S] with
 // S = `model_image_size`. NOT_FOUND / INVALID_ARGUMENT naming the directory
 // if it is missing or has no images, INTERNAL if JPEG encoding fails.
-absl::StatusOr<std::vector<Frame>> BuildFrameSet(
-    const LoadTestOptions& options, int model_image_size);
+absl::StatusOr<std::vector<Frame>> BuildFrameSet(const LoadTestOptions& options,
+                                                 int model_image_size);
 
 // Mean bytes on the wire per frame (the image field only), for the report.
 double MeanFrameBytes(const std::vector<Frame>& frames);

@@ -24,8 +24,8 @@ std::shared_ptr<grpc::Channel> MakeClientChannel(const std::string& target) {
 absl::Status WaitForChannels(
     const std::vector<std::shared_ptr<grpc::Channel>>& channels,
     const std::string& target, int64_t timeout_ms) {
-  const auto deadline = std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(timeout_ms);
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms);
   int failed = 0;
   for (const std::shared_ptr<grpc::Channel>& channel : channels) {
     if (!channel->WaitForConnected(deadline)) ++failed;
@@ -47,9 +47,9 @@ absl::StatusOr<gateway::v1::ModelInfo> FetchModelInfo(
   const grpc::Status status =
       stub->GetModelInfo(&context, gateway::v1::GetModelInfoRequest(), &info);
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        absl::StrCat("GetModelInfo on ", target, ": ",
-                                     status.error_message()));
+    return absl::Status(
+        static_cast<absl::StatusCode>(status.error_code()),
+        absl::StrCat("GetModelInfo on ", target, ": ", status.error_message()));
   }
   return info;
 }

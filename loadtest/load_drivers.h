@@ -63,15 +63,13 @@ DriverResult RunUnaryDriver(const LoadContext& context);
 
 // Nanoseconds from context.start to `t`.
 inline int64_t SinceStartNs(const LoadContext& context, Clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(t -
-                                                              context.start)
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t - context.start)
       .count();
 }
 
 // The request for `scene`, as client `client` sends it as its `index`th.
-gateway::v1::ClassifyRequest MakeRequest(const LoadContext& context,
-                                         int client, int scene,
-                                         int64_t index);
+gateway::v1::ClassifyRequest MakeRequest(const LoadContext& context, int client,
+                                         int scene, int64_t index);
 
 }  // namespace edge::loadtest
 

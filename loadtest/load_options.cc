@@ -30,7 +30,7 @@ absl::Status ValidateLoad(const LoadTestOptions& o) {
   if (!InRange(o.cameras, 1, kMaxClients)) {
     return OutOfRange("cameras", o.cameras, "1..1024");
   }
-  if (!InRange(o.fps, 1e-3, kMaxFps) ) {
+  if (!InRange(o.fps, 1e-3, kMaxFps)) {
     return OutOfRange("fps", o.fps, "in (0, 1000]");
   }
   if (!InRange(o.concurrency, 1, kMaxClients)) {

@@ -1,5 +1,7 @@
 // BuildLoadReport and the per-second CSV; see load_report.h for what each
 // number means. The table and JSON renderings are in report_format.cc.
+#include "loadtest/load_report.h"
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -7,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "loadtest/gateway_connection.h"
-#include "loadtest/load_report.h"
 
 namespace edge::loadtest {
 namespace {
@@ -77,7 +78,8 @@ void MeasureWindow(const DriverResult& driver, LoadReport* report) {
   report->offered_per_s = report->measured_sent / window_s;
   report->throughput_ok_per_s = ok_received / window_s;
   report->latency = Summarise(latencies);
-  if (!latencies.empty()) report->batch_size_seen = batch_sum / latencies.size();
+  if (!latencies.empty())
+    report->batch_size_seen = batch_sum / latencies.size();
   std::sort(server_ms.begin(), server_ms.end());
   report->server_total_p50_ms = Percentile(server_ms, 50);
   report->distinct_routes = static_cast<int>(routes.size());
@@ -105,7 +107,10 @@ std::optional<ServerFigures> ServerDelta(const RunOutcome& outcome) {
 
 double Percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
-  const size_t rank = static_cast<size_t>(std::ceil(p / 100 * sorted.size()));
+  // The epsilon keeps binary rounding (99.9 / 100 * 1000 = 999.0000000001)
+  // from moving the rank up by one.
+  const size_t rank =
+      static_cast<size_t>(std::ceil(p / 100 * sorted.size() - 1e-9));
   return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
 }
 
@@ -115,8 +120,8 @@ LoadReport BuildLoadReport(const LoadTestOptions& options,
                            const RunOutcome& outcome) {
   LoadReport report;
   report.mode = LoadModeName(options.mode);
-  report.clients = options.mode == LoadMode::kStream ? options.cameras
-                                                     : options.concurrency;
+  report.clients =
+      options.mode == LoadMode::kStream ? options.cameras : options.concurrency;
   report.model = model.name();
   report.scenes = static_cast<int>(frames.size());
   report.mean_frame_bytes = MeanFrameBytes(frames);
@@ -124,8 +129,8 @@ LoadReport BuildLoadReport(const LoadTestOptions& options,
   report.window_start_s = options.warmup_s;
   // A run cut short by --max_requests inside the warm-up still gets a
   // (tiny) window rather than a negative one.
-  report.window_end_s = std::max(outcome.driver.send_end_ns / kNsPerS,
-                                 options.warmup_s + 1e-3);
+  report.window_end_s =
+      std::max(outcome.driver.send_end_ns / kNsPerS, options.warmup_s + 1e-3);
   MeasureWindow(outcome.driver, &report);
   report.max_send_lag_ms = outcome.driver.max_send_lag_ns / kNsPerMs;
   report.run_s = outcome.end_ns / kNsPerS;
@@ -157,12 +162,16 @@ std::string FormatPerSecondCsv(const RunOutcome& outcome) {
   std::string csv = "time_s,sent,answered,p50_ms,p99_ms,errors\n";
   for (size_t s = 0; s < seconds; ++s) {
     std::sort(latencies[s].begin(), latencies[s].end());
-    const std::string p50 = latencies[s].empty() ? "" : absl::StrFormat(
-        "%.3f", Percentile(latencies[s], 50));
-    const std::string p99 = latencies[s].empty() ? "" : absl::StrFormat(
-        "%.3f", Percentile(latencies[s], 99));
-    absl::StrAppend(&csv, s, ",", sent[s], ",", answered[s], ",", p50, ",",
-                    p99, ",", errors[s], "\n");
+    const std::string p50 =
+        latencies[s].empty()
+            ? ""
+            : absl::StrFormat("%.3f", Percentile(latencies[s], 50));
+    const std::string p99 =
+        latencies[s].empty()
+            ? ""
+            : absl::StrFormat("%.3f", Percentile(latencies[s], 99));
+    absl::StrAppend(&csv, s, ",", sent[s], ",", answered[s], ",", p50, ",", p99,
+                    ",", errors[s], "\n");
   }
   return csv;
 }

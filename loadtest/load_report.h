@@ -1,6 +1,6 @@
 // LoadReport: the numbers of a run, computed from its request records
 // (load_run.h) after the run, and their three renderings: the table on
-// stdout, the JSON file and the per-second CSV (plots: plots.h).
+// stdout, the JSON file and the per-second CSV (plots: latency_plots.h).
 //
 // Definitions.
 //   Accounting covers every request sent, warm-up included: sent =
@@ -70,12 +70,12 @@ struct LoadReport {
   double offered_per_s = 0;   // measured_sent / window.
   double throughput_ok_per_s = 0;
   LatencySummary latency;
-  double batch_size_seen = 0;     // Mean Timing.batch_size of OK answers.
+  double batch_size_seen = 0;      // Mean Timing.batch_size of OK answers.
   double server_total_p50_ms = 0;  // Median Timing.total_us of OK answers.
-  int distinct_routes = 0;        // Distinct expert choices among answers.
-  int scenes_sent = 0;            // Distinct scenes sent in the window.
-  double max_send_lag_ms = 0;     // Stream: worst write start - due time.
-  double run_s = 0;               // Start to last answer.
+  int distinct_routes = 0;         // Distinct expert choices among answers.
+  int scenes_sent = 0;             // Distinct scenes sent in the window.
+  double max_send_lag_ms = 0;      // Stream: worst write start - due time.
+  double run_s = 0;                // Start to last answer.
 
   std::optional<ServerFigures> server;
   std::string server_note;  // Why `server` is empty.

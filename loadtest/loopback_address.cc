@@ -73,7 +73,8 @@ absl::StatusOr<LoopbackHttpUrl> ParseLoopbackHttpUrl(absl::string_view text,
   absl::string_view rest = text.substr(kScheme.size());
   const size_t slash = rest.find('/');
   LoopbackHttpUrl url;
-  if (slash != absl::string_view::npos) url.path = std::string(rest.substr(slash));
+  if (slash != absl::string_view::npos)
+    url.path = std::string(rest.substr(slash));
   absl::StatusOr<LoopbackAddress> address =
       ParseLoopbackHostPort(rest.substr(0, slash), flag);
   if (!address.ok()) return address.status();

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace edge::loadtest {
 namespace {
@@ -61,7 +62,8 @@ absl::StatusOr<int> Connect(const LoopbackAddress& address,
   const std::string port = absl::StrCat(address.port);
   if (getaddrinfo(address.host.c_str(), port.c_str(), &hints, &found) != 0 ||
       found == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", address.host));
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", address.host));
   }
   int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
   int rc = fd < 0 ? -1 : connect(fd, found->ai_addr, found->ai_addrlen);
@@ -75,8 +77,8 @@ absl::StatusOr<int> Connect(const LoopbackAddress& address,
   }
   if (rc != 0) {
     if (fd >= 0) close(fd);
-    return absl::UnavailableError(absl::StrCat(
-        "cannot connect to ", address.host, ":", address.port));
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to ", address.host, ":", address.port));
   }
   return fd;
 }
@@ -119,11 +121,11 @@ absl::StatusOr<std::string> BodyOf(const std::string& answer) {
   const size_t head_end = answer.find("\r\n\r\n");
   const absl::string_view status_line =
       absl::string_view(answer).substr(0, answer.find("\r\n"));
-  if (head_end == std::string::npos || !absl::StartsWith(status_line, "HTTP/")) {
+  if (head_end == std::string::npos ||
+      !absl::StartsWith(status_line, "HTTP/")) {
     return absl::InternalError("malformed HTTP answer");
   }
-  const std::vector<absl::string_view> words =
-      absl::StrSplit(status_line, ' ');
+  const std::vector<absl::string_view> words = absl::StrSplit(status_line, ' ');
   if (words.size() < 2 || words[1] != "200") {
     return absl::InternalError(absl::StrCat("HTTP answer '", status_line, "'"));
   }
@@ -168,8 +170,10 @@ absl::StatusOr<double> SumSamples(absl::string_view exposition,
       bool quoted = false;
       size_t i = 1;
       for (; i < line.size() && (quoted || line[i] != '}'); ++i) {
-        if (line[i] == '\\') ++i;
-        else if (line[i] == '"') quoted = !quoted;
+        if (line[i] == '\\')
+          ++i;
+        else if (line[i] == '"')
+          quoted = !quoted;
       }
       line.remove_prefix(std::min(i + 1, line.size()));
     }
@@ -191,8 +195,9 @@ absl::StatusOr<ServerCounters> ScrapeServerCounters(const std::string& url,
   if (!parsed.ok()) return parsed.status();
   absl::StatusOr<std::string> body = HttpGet(*parsed, timeout_ms);
   if (!body.ok()) {
-    return absl::Status(body.status().code(),
-                        absl::StrCat("GET ", url, ": ", body.status().message()));
+    return absl::Status(
+        body.status().code(),
+        absl::StrCat("GET ", url, ": ", body.status().message()));
   }
   ServerCounters counters;
   const std::pair<const char*, double*> fields[] = {

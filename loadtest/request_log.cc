@@ -23,7 +23,6 @@ int64_t ClientLog::Add(const RequestRecord& record) {
   absl::MutexLock lock(&mu_);
   records_.push_back(record);
   withdrawn_.push_back(false);
-  ++in_flight_;
   return static_cast<int64_t>(records_.size()) - 1;
 }
 
@@ -34,7 +33,6 @@ void ClientLog::Withdraw(int64_t index) {
     return;
   }
   withdrawn_[index] = true;
-  --in_flight_;
 }
 
 bool ClientLog::Answer(int64_t index, int64_t answered_ns, int code,
@@ -52,13 +50,7 @@ bool ClientLog::Answer(int64_t index, int64_t answered_ns, int code,
     record.server_total_us = response->timing().total_us();
     record.route = RouteHash(*response);
   }
-  --in_flight_;
   return true;
-}
-
-int64_t ClientLog::InFlight() const {
-  absl::MutexLock lock(&mu_);
-  return in_flight_;
 }
 
 std::vector<RequestRecord> ClientLog::TakeRecords() {

@@ -28,10 +28,10 @@ struct RequestRecord {
   int32_t scene = 0;
   // Latency starts here: the due time (stream) or the send time (unary).
   int64_t start_ns = 0;
-  int64_t sent_ns = 0;         // When the write or call actually began.
-  int64_t answered_ns = -1;    // -1: no answer (yet).
-  int32_t code = -1;           // gRPC code of the answer; -1 unanswered.
-  int32_t batch_size = 0;      // Timing.batch_size of an OK answer.
+  int64_t sent_ns = 0;          // When the write or call actually began.
+  int64_t answered_ns = -1;     // -1: no answer (yet).
+  int32_t code = -1;            // gRPC code of the answer; -1 unanswered.
+  int32_t batch_size = 0;       // Timing.batch_size of an OK answer.
   int64_t server_total_us = 0;  // Timing.total_us of an OK answer.
   uint64_t route = 0;  // Hash of the experts chosen; 0 if none reported.
 
@@ -54,16 +54,13 @@ class ClientLog {
   // is no such request in flight (an unknown or repeated request id).
   bool Answer(int64_t index, int64_t answered_ns, int code,
               const gateway::v1::ClassifyResponse* response);
-  // Requests sent and not answered.
-  int64_t InFlight() const;
   // Every sent request's record, in send order. Call once, at the end.
   std::vector<RequestRecord> TakeRecords();
 
  private:
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::vector<RequestRecord> records_ ABSL_GUARDED_BY(mu_);
   std::vector<bool> withdrawn_ ABSL_GUARDED_BY(mu_);  // Parallel to records_.
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // At most `cap` successful TryTake() calls in all (cap 0 = unlimited).

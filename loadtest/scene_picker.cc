@@ -66,9 +66,9 @@ int ScenePicker::HomeOffset(int client) const {
 int ScenePicker::Pick(int client, double elapsed_s,
                       std::mt19937_64& rng) const {
   const double u = UnitInterval(rng);
-  const int rank = static_cast<int>(
-      std::upper_bound(rank_cdf_.begin(), rank_cdf_.end(), u) -
-      rank_cdf_.begin());
+  const int rank =
+      static_cast<int>(std::upper_bound(rank_cdf_.begin(), rank_cdf_.end(), u) -
+                       rank_cdf_.begin());
   const std::vector<int>& ranking = rankings_[Period(elapsed_s)];
   return ranking[(std::min(rank, options_.scenes - 1) + HomeOffset(client)) %
                  options_.scenes];

@@ -35,6 +35,9 @@ class CameraSession {
 
  private:
   void SendFrames(Stream& stream);
+  // Sends the frame due at `due` (sleeping until then); false if the
+  // stream is broken.
+  bool SendFrame(Stream& stream, Clock::time_point due, std::mt19937_64& rng);
   void ReadAnswers(Stream& stream);
 
   const LoadContext& context_;
@@ -50,9 +53,9 @@ void CameraSession::Run() {
   const LoadTestOptions& options = *context_.options;
   // The schedule, then one timeout for the last answers, then a second for
   // them to travel: enough for a server that honours timeout_us.
-  const auto budget =
-      std::chrono::duration<double>(options.duration_s) +
-      std::chrono::milliseconds(options.timeout_ms) + std::chrono::seconds(1);
+  const auto budget = std::chrono::duration<double>(options.duration_s) +
+                      std::chrono::milliseconds(options.timeout_ms) +
+                      std::chrono::seconds(1);
   grpc::ClientContext call;
   call.set_deadline(
       std::chrono::system_clock::now() +
@@ -76,36 +79,43 @@ void CameraSession::SendFrames(Stream& stream) {
   const Clock::time_point end =
       context_.start + std::chrono::duration_cast<Clock::duration>(
                            std::chrono::duration<double>(options.duration_s));
-  bool stopped_early = false;
+  bool stopped_early = false;  // By --max_requests or a broken stream.
   for (int64_t i = 0;; ++i) {
     const Clock::time_point due =
         context_.start +
         std::chrono::duration_cast<Clock::duration>(phase + period * i);
-    if (due >= end) break;  // The schedule is over: sending ends at `end`.
-    if (!context_.budget->TryTake()) {
-      stopped_early = true;  // --max_requests: sending ends now.
-      break;
-    }
-    std::this_thread::sleep_until(due);
-    const int64_t due_ns = SinceStartNs(context_, due);
-    const int scene = context_.picker->Pick(camera_, due_ns * 1e-9, rng);
-    RequestRecord record;
-    record.client = camera_;
-    record.scene = scene;
-    record.start_ns = due_ns;
-    record.sent_ns = SinceStartNs(context_, Clock::now());
-    max_send_lag_ns_ = std::max(max_send_lag_ns_, record.sent_ns - due_ns);
-    // Logged before the write: the answer may arrive before Write returns.
-    const int64_t index = log_.Add(record);
-    if (!stream.Write(MakeRequest(context_, camera_, scene, index))) {
-      log_.Withdraw(index);  // The call is over; Finish() says why.
+    if (due >= end) break;
+    if (!context_.budget->TryTake() || !SendFrame(stream, due, rng)) {
       stopped_early = true;
       break;
     }
   }
+  // A schedule that ran out ends sending at `end` (not at the last frame,
+  // up to a period earlier), so the measured window is the same for every
+  // frame rate.
   const Clock::time_point now = Clock::now();
-  send_end_ns_ = SinceStartNs(context_, stopped_early ? now : std::max(now, end));
+  send_end_ns_ =
+      SinceStartNs(context_, stopped_early ? now : std::max(now, end));
   stream.WritesDone();
+}
+
+bool CameraSession::SendFrame(Stream& stream, Clock::time_point due,
+                              std::mt19937_64& rng) {
+  std::this_thread::sleep_until(due);
+  RequestRecord record;
+  record.client = camera_;
+  record.start_ns = SinceStartNs(context_, due);
+  record.scene = context_.picker->Pick(camera_, record.start_ns * 1e-9, rng);
+  record.sent_ns = SinceStartNs(context_, Clock::now());
+  max_send_lag_ns_ =
+      std::max(max_send_lag_ns_, record.sent_ns - record.start_ns);
+  // Logged before the write: the answer may arrive before Write returns.
+  const int64_t index = log_.Add(record);
+  if (!stream.Write(MakeRequest(context_, camera_, record.scene, index))) {
+    log_.Withdraw(index);  // The call is over; Finish() says why.
+    return false;
+  }
+  return true;
 }
 
 void CameraSession::ReadAnswers(Stream& stream) {
@@ -137,8 +147,7 @@ DriverResult RunStreamDriver(const LoadContext& context) {
   DriverResult result;
   for (const std::unique_ptr<CameraSession>& session : sessions) {
     std::vector<RequestRecord> records = session->log().TakeRecords();
-    result.records.insert(result.records.end(), records.begin(),
-                          records.end());
+    result.records.insert(result.records.end(), records.begin(), records.end());
     if (!session->failure().empty()) {
       ++result.stream_failures[session->failure()];
     }

@@ -35,8 +35,8 @@ bool Covers(const SceneShape& s, double u, double v, double aspect) {
   // Circles are round on the picture: their vertical radius is in units of
   // the width.
   const double dy = s.circle ? (v - s.cy) * aspect / s.rx : (v - s.cy) / s.ry;
-  return s.circle ? dx * dx + dy * dy <= 1 : std::fabs(dx) <= 1 &&
-                                                 std::fabs(dy) <= 1;
+  return s.circle ? dx * dx + dy * dy <= 1
+                  : std::fabs(dx) <= 1 && std::fabs(dy) <= 1;
 }
 
 // The colour of the scene at (u, v), fractions of width and height.
@@ -47,11 +47,10 @@ std::array<double, 3> ColourAt(const SceneStyle& style, double u, double v,
   }
   const double along = 0.5 + 0.5 * (std::cos(style.gradient_angle) * (u - 0.5) +
                                     std::sin(style.gradient_angle) * (v - 0.5));
-  const double wave =
-      style.texture_amplitude *
-      std::sin(2 * kPi * style.texture_cycles *
-               (std::cos(style.texture_angle) * u +
-                std::sin(style.texture_angle) * v / aspect));
+  const double wave = style.texture_amplitude *
+                      std::sin(2 * kPi * style.texture_cycles *
+                               (std::cos(style.texture_angle) * u +
+                                std::sin(style.texture_angle) * v / aspect));
   std::array<double, 3> rgb;
   for (int c = 0; c < 3; ++c) {
     rgb[c] = style.from[c] + (style.to[c] - style.from[c]) * along + wave;
@@ -108,9 +107,9 @@ absl::StatusOr<std::string> EncodeJpeg(const std::vector<uint8_t>& rgb,
   }
   unsigned char* jpeg = nullptr;
   unsigned long size = 0;
-  const int failed = tjCompress2(handle, rgb.data(), width, /*pitch=*/0,
-                                 height, TJPF_RGB, &jpeg, &size, TJSAMP_420,
-                                 quality, TJFLAG_FASTDCT);
+  const int failed =
+      tjCompress2(handle, rgb.data(), width, /*pitch=*/0, height, TJPF_RGB,
+                  &jpeg, &size, TJSAMP_420, quality, TJFLAG_FASTDCT);
   std::string result;
   if (failed == 0) result.assign(reinterpret_cast<const char*>(jpeg), size);
   const std::string error = failed ? tjGetErrorStr2(handle) : "";

@@ -27,7 +27,16 @@ void RunUnaryClient(const LoadContext& context, int client,
                           std::chrono::duration<double>(options.duration_s));
   for (;;) {
     const Clock::time_point now = Clock::now();
-    if (now >= end || !context.budget->TryTake()) break;
+    // Sending ends at `end` even though the last answer comes later, and
+    // when the budget runs out, at that moment.
+    if (now >= end) {
+      result->send_end_ns = SinceStartNs(context, end);
+      return;
+    }
+    if (!context.budget->TryTake()) {
+      result->send_end_ns = SinceStartNs(context, now);
+      return;
+    }
     RequestRecord record;
     record.client = client;
     record.start_ns = record.sent_ns = SinceStartNs(context, now);
@@ -42,20 +51,18 @@ void RunUnaryClient(const LoadContext& context, int client,
     result->log.Answer(index, SinceStartNs(context, Clock::now()),
                        status.error_code(), status.ok() ? &response : nullptr);
   }
-  result->send_end_ns = SinceStartNs(context, Clock::now());
 }
 
 }  // namespace
 
-gateway::v1::ClassifyRequest MakeRequest(const LoadContext& context,
-                                         int client, int scene,
-                                         int64_t index) {
+gateway::v1::ClassifyRequest MakeRequest(const LoadContext& context, int client,
+                                         int scene, int64_t index) {
   gateway::v1::ClassifyRequest request = (*context.frames)[scene].image;
   request.set_request_id(absl::StrCat(index));
   request.set_camera_id(absl::StrCat("cam-", client));
   // Unary calls also carry the gRPC deadline; streams have only this.
-  request.set_timeout_us(
-      static_cast<uint64_t>(context.options->timeout_ms) * 1000);
+  request.set_timeout_us(static_cast<uint64_t>(context.options->timeout_ms) *
+                         1000);
   return request;
 }
 
@@ -72,8 +79,7 @@ DriverResult RunUnaryDriver(const LoadContext& context) {
   DriverResult result;
   for (UnaryClientResult& client : results) {
     std::vector<RequestRecord> records = client.log.TakeRecords();
-    result.records.insert(result.records.end(), records.begin(),
-                          records.end());
+    result.records.insert(result.records.end(), records.begin(), records.end());
     result.send_end_ns = std::max(result.send_end_ns, client.send_end_ns);
   }
   return result;

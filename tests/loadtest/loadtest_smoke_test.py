@@ -1,0 +1,162 @@
+#!/usr/bin/python3
+"""loadtest.smoke: edge-loadtest against the real gateway, end to end.
+
+  loadtest_smoke_test.py --gateway BIN --loadtest BIN --model_dir DIR \
+      --work_dir DIR
+
+Starts edge_gateway on 127.0.0.1 with ports 0 (both ports are read from its
+"serving ... port P metrics_port M" log line), then checks:
+  - bad command lines exit 2 without sending (non-loopback target, unknown
+    flag, out-of-range value);
+  - stream mode (4 cameras x 20 fps, 3 s, synthetic scenes with drift) and
+    unary mode (8 clients, 2 s) exit 0, and their JSON reports account for
+    every request (answered > 0, unanswered == 0, sent = OK + errors +
+    unanswered) and carry the server's counters;
+  - the per-second CSV and, if gnuplot is installed, both PNG plots exist;
+  - SIGTERM stops the gateway with exit status 0.
+Standard library only; exits non-zero with a message on the first failure.
+"""
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVING = re.compile(r"serving \S+ on \S+ port (\d+) metrics_port (\d+)")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def start_gateway(binary, model_dir, log_path):
+    """Starts the gateway; returns (process, grpc_port, metrics_port)."""
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [binary, "--model_dir", model_dir, "--listen_address", "127.0.0.1:0",
+         "--metrics_address", "127.0.0.1:0"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        match = SERVING.search(log_path.read_text())
+        if match:
+            return process, int(match.group(1)), int(match.group(2))
+        if process.poll() is not None:
+            fail(f"gateway exited with {process.returncode}:\n"
+                 f"{log_path.read_text()}")
+        time.sleep(0.05)
+    process.kill()
+    fail(f"gateway did not log its ports within 15 s:\n{log_path.read_text()}")
+
+
+def run_loadtest(binary, args, timeout_s):
+    result = subprocess.run([binary] + args, capture_output=True, text=True,
+                            timeout=timeout_s)
+    print(f"$ edge-loadtest {' '.join(args)}\n-> exit {result.returncode}\n"
+          f"{result.stdout}{result.stderr}")
+    return result
+
+
+def check_bad_flags(binary):
+    for args, needle in (
+            (["--target", "10.1.2.3:50051"], "loopback"),
+            (["--target", "example.com:50051"], "loopback"),
+            (["--no_such_flag", "1"], "unknown flag"),
+            (["--cameras", "0"], "--cameras"),
+            (["--warmup_s", "5", "--duration_s", "2"], "--warmup_s")):
+        result = run_loadtest(binary, args, timeout_s=10)
+        check(result.returncode == 2, f"{args}: exit {result.returncode}, want 2")
+        check(needle in result.stderr, f"{args}: stderr lacks '{needle}'")
+
+
+def check_report(json_path, label):
+    report = json.loads(json_path.read_text())
+    check(report["answered"] > 0, f"{label}: nothing answered")
+    check(report["unanswered"] == 0, f"{label}: {report['unanswered']} unanswered")
+    check(report["sent"] == report["answered_ok"] + report["answered_error"]
+          + report["unanswered"], f"{label}: requests not accounted for")
+    check(report["answered_ok"] > 0, f"{label}: no OK answer")
+    check(report["latency_ms"]["count"] > 0, f"{label}: no latency sample")
+    server = report["server"]
+    check(server is not None, f"{label}: server counters not scraped: "
+          f"{report['server_note']}")
+    check(server["batches"] > 0, f"{label}: server ran no batches")
+    return report
+
+
+def check_outputs(prefix, csv_path, label):
+    lines = csv_path.read_text().splitlines()
+    check(lines[0] == "time_s,sent,answered,p50_ms,p99_ms,errors",
+          f"{label}: CSV header {lines[0]!r}")
+    check(len(lines) >= 3, f"{label}: CSV has {len(lines) - 1} rows")
+    if shutil.which("gnuplot") is None:
+        print(f"{label}: gnuplot not installed; plots not checked")
+        return
+    for suffix in ("latency-over-time.png", "latency-cdf.png"):
+        png = Path(f"{prefix}-{suffix}")
+        check(png.exists(), f"{label}: {png} missing")
+        check(png.read_bytes()[:8] == PNG_MAGIC, f"{label}: {png} is not PNG")
+
+
+def run_mode(binary, work, port, metrics_port, label, mode_args, seconds):
+    json_path = work / f"{label}.json"
+    csv_path = work / f"{label}-per-second.csv"
+    prefix = work / label
+    args = mode_args + [
+        "--duration_s", str(seconds), "--warmup_s", "0.5",
+        "--target", f"127.0.0.1:{port}", "--metrics_port", str(metrics_port),
+        "--timeout_ms", "5000", "--json_out", str(json_path),
+        "--per_second_out", str(csv_path), "--plot_prefix", str(prefix)]
+    result = run_loadtest(binary, args, timeout_s=seconds + 12)
+    check(result.returncode == 0, f"{label}: exit {result.returncode}, want 0")
+    report = check_report(json_path, label)
+    check_outputs(prefix, csv_path, label)
+    return report
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("gateway", "loadtest", "model_dir", "work_dir"):
+        parser.add_argument(f"--{name}", required=True)
+    flags = parser.parse_args()
+    work = Path(flags.work_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    check_bad_flags(flags.loadtest)
+    gateway, port, metrics_port = start_gateway(
+        flags.gateway, flags.model_dir, work / "gateway.log")
+    try:
+        stream = run_mode(
+            flags.loadtest, work, port, metrics_port, "stream",
+            ["--mode", "stream", "--cameras", "4", "--fps", "20",
+             "--scenes", "16", "--drift_period_s", "1", "--seed", "7"], 3)
+        check(stream["distinct_routes"] >= 2,
+              "stream: every scene took the same experts")
+        run_mode(flags.loadtest, work, port, metrics_port, "unary",
+                 ["--mode", "unary", "--concurrency", "8"], 2)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        try:
+            code = gateway.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            fail("gateway did not stop within 15 s of SIGTERM")
+    check(code == 0, f"gateway exited {code} after SIGTERM, want 0")
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
