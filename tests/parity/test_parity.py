@@ -145,6 +145,7 @@ class ParityCase:
     reference's and the engine's outputs on them."""
 
     def __init__(self, config_name: str, batch_size: int, work: Path):
+        self.name = config_name
         cfg = load_config(CONFIGS / f"{config_name}.json")
         config = model_config(cfg)
         state_dict = random_state_dict(config, MODEL_SEED)
@@ -179,12 +180,18 @@ class ParityCase:
         compared = [b for b, (ref, eng, ties) in enumerate(zip(
             self.ref_routing, self.eng_routing, self.ties))
             if compare_image_routing(ref["layers"], eng["layers"], ties)]
-        if compared:
-            error = np.abs(self.eng_logits[compared]
-                           - self.ref_logits[compared]).max()
-            if not error <= LOGIT_TOLERANCE:
-                raise AssertionError(f"max |logit difference| {error:.2e} > "
-                                     f"{LOGIT_TOLERANCE}")
+        if not compared:
+            raise AssertionError("every image diverged at a near tie: nothing "
+                                 "was compared")
+        error = np.abs(self.eng_logits[compared]
+                       - self.ref_logits[compared]).max()
+        print(f"parity {self.name} batch {len(self.ref_routing)}: max |logit "
+              f"difference| {error:.2e} over {len(compared)} images, "
+              f"{self.near_ties}/{self.decisions} near-tie decisions",
+              file=sys.stderr)
+        if not error <= LOGIT_TOLERANCE:
+            raise AssertionError(f"max |logit difference| {error:.2e} > "
+                                 f"{LOGIT_TOLERANCE}")
 
 
 class EngineParityTest(unittest.TestCase):
