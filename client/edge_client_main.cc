@@ -17,6 +17,18 @@
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
           "all commands: the gateway's HOST:PORT");
+ABSL_FLAG(std::string, tls_ca, "",
+          "all commands: PEM CA certificates that signed the gateway's "
+          "certificate (\"\": the system's roots). Any --tls_* flag "
+          "means TLS");
+ABSL_FLAG(std::string, tls_cert, "",
+          "all commands: PEM client certificate, for a gateway that "
+          "requires mutual TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "",
+          "all commands: PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "all commands: name the gateway's certificate must carry, if not "
+          "--target's host (e.g. through a port-forward)");
 ABSL_FLAG(int64_t, timeout_ms, 10000,
           "all commands: deadline of each unary call in ms; stream: time "
           "allowed for the last answers after the final frame");
@@ -76,6 +88,14 @@ Commands:
 Every command takes --target HOST:PORT and --timeout_ms. Errors name the gRPC
 status code (UNAVAILABLE, DEADLINE_EXCEEDED, ...).
 
+TLS: plaintext unless a --tls_* flag is given. --tls_ca CA.pem connects over
+TLS and accepts a gateway certificate signed by that CA (for a host name or
+IP address of --target); add --tls_cert and --tls_key when the gateway
+requires mutual TLS (its tls_client_ca_file is set); --tls_server_name NAME
+when the certificate names the gateway differently from --target (e.g.
+through a port-forward to 127.0.0.1). A failed handshake (a plaintext
+client, a wrong CA, no client certificate) is UNAVAILABLE.
+
 Exit codes:
   0  success (health: SERVING)
   1  a call failed (classify: any file; stream: a frame went unanswered or
@@ -87,6 +107,7 @@ Exit codes:
 
 Examples:
   edge-client health --wait_ms 30000
+  edge-client health --tls_ca ca.crt --tls_cert client.crt --tls_key client.key
   edge-client classify --top_k 3 cat.jpg dog.png
   edge-client stream --dir frames/ --fps 15 --frames 600 --loop
   edge-client infer --tensor x.npy)";
@@ -109,6 +130,10 @@ ConnectionOptions ConnectionFromFlags() {
   ConnectionOptions options;
   options.target = absl::GetFlag(FLAGS_target);
   options.timeout_ms = absl::GetFlag(FLAGS_timeout_ms);
+  options.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   return options;
 }
 

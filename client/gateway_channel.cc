@@ -3,16 +3,47 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "client/image_files.h"
+#include "common/status_macros.h"
 
 namespace edge::client {
 namespace {
 
-// The only place that decides how the channel is secured. The gateway speaks
-// plaintext for now; TLS (--tls_ca/--tls_cert/--tls_key) belongs here as
-// grpc::SslCredentials built from fields added to ConnectionOptions.
+// `path`'s bytes; an error names the flag it came from.
+absl::StatusOr<std::string> ReadPemFlag(absl::string_view flag,
+                                        const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> pem = ReadFileBytes(path);
+  if (!pem.ok()) {
+    return absl::Status(pem.status().code(),
+                        absl::StrCat("--", flag, ": ", pem.status().message()));
+  }
+  return pem;
+}
+
+bool UsesTls(const ConnectionOptions& options) {
+  return !options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
+         !options.tls_key_file.empty() || !options.tls_server_name.empty();
+}
+
+// The only place that decides how the channel is secured: plaintext unless a
+// --tls_* flag is given, then TLS, presenting a client certificate if one is
+// given (the gateway's mutual TLS mode requires it).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
-MakeChannelCredentials(const ConnectionOptions& /*options*/) {
-  return grpc::InsecureChannelCredentials();
+MakeChannelCredentials(const ConnectionOptions& options) {
+  if (!UsesTls(options)) return grpc::InsecureChannelCredentials();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key must be given together");
+  }
+  grpc::SslCredentialsOptions ssl;
+  ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                   ReadPemFlag("tls_ca", options.tls_ca_file));
+  ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                   ReadPemFlag("tls_cert", options.tls_cert_file));
+  ASSIGN_OR_RETURN(ssl.pem_private_key,
+                   ReadPemFlag("tls_key", options.tls_key_file));
+  return grpc::SslCredentials(ssl);
 }
 
 }  // namespace
@@ -37,6 +68,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateGatewayChannel(
   // so keep it within the cap too.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               std::min(options.max_reconnect_backoff_ms, 1000));
+  // Only TLS checks names, and a server name alone already means TLS.
+  if (!options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls_server_name);
+  }
   return grpc::CreateCustomChannel(options.target, *credentials, args);
 }
 

@@ -25,10 +25,22 @@ struct ConnectionOptions {
   // clients; a CLI waiting for a server that is starting up should notice it
   // within about a second.
   int max_reconnect_backoff_ms = 1000;
+  // PEM files. Any of them (or tls_server_name) set means TLS. tls_ca_file: the
+  // CAs that may sign the gateway's certificate ("" = gRPC's default roots).
+  // tls_cert_file and tls_key_file (together): this client's certificate,
+  // for a gateway that requires mutual TLS.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the gateway's certificate must carry, instead of --target's
+  // host: for a port-forward to 127.0.0.1, or a probe inside the pod.
+  std::string tls_server_name;
 };
 
 // INVALID_ARGUMENT if the options cannot describe a channel (empty target,
-// non-positive timeout). Does not connect: gRPC connects on the first call.
+// non-positive timeout, a TLS certificate without its key or the reverse);
+// the error of reading a TLS file, naming its flag. Does not connect: gRPC
+// connects (and does the TLS handshake) on the first call.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateGatewayChannel(
     const ConnectionOptions& options);
 

@@ -195,6 +195,18 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_top_k() == 0) return invalid("max_top_k must be > 0");
   if (c.drain_timeout_ms() < 0) return invalid("drain_timeout_ms must be >= 0");
   if (c.warmup_batches() < 0) return invalid("warmup_batches must be >= 0");
+  if (c.max_connection_age_ms() < 0) {
+    return invalid("max_connection_age_ms must be >= 0, got ",
+                   c.max_connection_age_ms());
+  }
+  if (c.tls_cert_file().empty() != c.tls_key_file().empty()) {
+    return invalid("tls_cert_file and tls_key_file must be set together");
+  }
+  if (!c.tls_client_ca_file().empty() && c.tls_cert_file().empty()) {
+    return invalid(
+        "tls_client_ca_file (mutual TLS) needs tls_cert_file and "
+        "tls_key_file");
+  }
   return absl::OkStatus();
 }
 

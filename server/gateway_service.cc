@@ -4,6 +4,7 @@
 #include <deque>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace edge {
@@ -61,6 +62,7 @@ class StreamReactor final
   }
 
   void OnReadDone(bool ok) override {
+    service_->NoteArrival();
     if (!ok) {  // half-close, cancellation or a broken connection.
       absl::MutexLock lock(&mu_);
       reads_done_ = true;
@@ -109,8 +111,8 @@ class StreamReactor final
   void Answer(const absl::Status& status, ClassifyResponse response,
               std::chrono::steady_clock::time_point start) {
     if (GatewayMetrics* m = service_->metrics()) {
-      m->RecordRequest(GatewayMetrics::Method::kClassifyStream, static_cast<int>(status.code()),
-                       SecondsSince(start));
+      m->RecordRequest(GatewayMetrics::Method::kClassifyStream,
+                       static_cast<int>(status.code()), SecondsSince(start));
     }
     if (!status.ok()) {
       response.mutable_status()->set_code(static_cast<int>(status.code()));
@@ -173,9 +175,20 @@ int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
   return deadline;
 }
 
+void GatewayService::WaitForQuiet(absl::Duration quiet,
+                                  absl::Duration limit) const {
+  const int64_t quiet_us = absl::ToInt64Microseconds(quiet);
+  const int64_t end_us = pipeline_->now_us() + absl::ToInt64Microseconds(limit);
+  while (pipeline_->now_us() < end_us &&
+         pipeline_->now_us() - last_arrival_us_ < quiet_us) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
 grpc::ServerUnaryReactor* GatewayService::Classify(
     grpc::CallbackServerContext* context, const ClassifyRequest* request,
     ClassifyResponse* response) {
+  NoteArrival();
   const auto start = std::chrono::steady_clock::now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   auto finish = [this, reactor, response, start](absl::Status status,
@@ -209,7 +222,8 @@ grpc::ServerUnaryReactor* GatewayService::GetModelInfo(
   const auto start = std::chrono::steady_clock::now();
   *response = info_;
   if (metrics_ != nullptr) {
-    metrics_->RecordRequest(GatewayMetrics::Method::kGetModelInfo, 0, SecondsSince(start));
+    metrics_->RecordRequest(GatewayMetrics::Method::kGetModelInfo, 0,
+                            SecondsSince(start));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

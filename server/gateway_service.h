@@ -18,6 +18,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+
 #include "engine/vmoe_engine.h"
 #include "proto/gateway.grpc.pb.h"
 #include "server/inference_pipeline.h"
@@ -51,6 +53,13 @@ class GatewayService final
       gateway::v1::ModelInfo* response) override;
 
   InferencePipeline* pipeline() const { return pipeline_; }
+  // Blocks until no call or stream frame has arrived for `quiet`, or until
+  // `limit` has passed. Used at shutdown: gRPC cancels (CANCELLED) calls
+  // that reach it after Shutdown(), while until then the service refuses
+  // them with a retryable UNAVAILABLE.
+  void WaitForQuiet(absl::Duration quiet, absl::Duration limit) const;
+  // Records that a call or frame arrived (any thread).
+  void NoteArrival() { last_arrival_us_ = pipeline_->now_us(); }
   GatewayMetrics* metrics() const { return metrics_; }
   // A deadline on the pipeline's clock: the earlier of the call's gRPC
   // deadline (if `context`) and `timeout_us` from now (if non-zero).
@@ -61,6 +70,7 @@ class GatewayService final
   InferencePipeline* const pipeline_;
   GatewayMetrics* const metrics_;
   const gateway::v1::ModelInfo info_;
+  std::atomic<int64_t> last_arrival_us_{0};
 };
 
 }  // namespace edge

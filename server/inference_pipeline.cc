@@ -208,7 +208,8 @@ absl::Status InferencePipeline::Decode(Task& task) {
   }
   task.decode_us = now_us() - start;
   if (metrics_ != nullptr)
-    metrics_->RecordStage(GatewayMetrics::Stage::kDecode, Seconds(task.decode_us));
+    metrics_->RecordStage(GatewayMetrics::Stage::kDecode,
+                          Seconds(task.decode_us));
   return status;
 }
 
@@ -240,8 +241,10 @@ void InferencePipeline::RunBatch(std::vector<std::unique_ptr<Task>> batch) {
   auto results = engine_->Run(batch_input_.data(), n, &timing);
   if (metrics_ != nullptr) {
     metrics_->RecordBatch(n);
-    metrics_->RecordStage(GatewayMetrics::Stage::kCompute, Seconds(timing.total_us));
-    metrics_->RecordStage(GatewayMetrics::Stage::kExpertFetch, Seconds(timing.expert_fetch_us));
+    metrics_->RecordStage(GatewayMetrics::Stage::kCompute,
+                          Seconds(timing.total_us));
+    metrics_->RecordStage(GatewayMetrics::Stage::kExpertFetch,
+                          Seconds(timing.expert_fetch_us));
   }
   for (int i = 0; i < n; ++i) {
     if (!results.ok()) {

@@ -3,8 +3,9 @@
 //   edge_gateway --model_dir DIR [--config FILE] [--field=value ...]
 //
 // Configuration (server/config.h): schema defaults < config file <
-// EDGE_GATEWAY_* environment < flags. Start-up: load and verify the model, warm
-// up (health NOT_SERVING until then), serve. SIGTERM/SIGINT: health
+// EDGE_GATEWAY_* environment < flags. Start-up: read the TLS files if any
+// (server/server_credentials.h), load and verify the model, warm up (health
+// NOT_SERVING until then), serve. SIGTERM/SIGINT: health
 // NOT_SERVING, new requests UNAVAILABLE, admitted ones finish within
 // drain_timeout_ms, exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -13,6 +14,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -22,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/config.h"
 #include "server/gateway_service.h"
+#include "server/server_credentials.h"
 
 namespace edge {
 namespace {
@@ -95,7 +98,17 @@ absl::Status WarmUp(VmoeEngine& engine, const ServerConfig& config) {
   return absl::OkStatus();
 }
 
+// After max_connection_age_ms the server sends GOAWAY; calls still running
+// get this long to finish before the connection closes. 10 s covers a full
+// queue of batches (256 requests at ~150 ms per batch of 16 is ~2.4 s) with
+// room to spare; long-lived streams are cut and reopened by the client.
+constexpr int kMaxConnectionAgeGraceMs = 10000;
+
 int Serve(const ServerConfig& config) {
+  // Before the model loads: a bad certificate should fail in milliseconds.
+  auto credentials = MakeServerCredentials(config);
+  if (!credentials.ok()) return Fail(credentials.status());
+
   EngineOptions engine_options;
   engine_options.max_batch_size = config.max_batch_size();
   engine_options.cache.budget_bytes = config.cache_budget_bytes();
@@ -147,9 +160,15 @@ int Serve(const ServerConfig& config) {
   // gRPC sets SO_REUSEPORT by default on Linux: a second gateway would then
   // share the port and steal half the connections instead of failing.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  if (config.max_connection_age_ms() > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(std::min<int64_t>(
+                                   config.max_connection_age_ms(), INT32_MAX)));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               kMaxConnectionAgeGraceMs);
+  }
   int port = 0;
-  builder.AddListeningPort(config.listen_address(),
-                           grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen_address(), *credentials, &port);
   // The transport must admit the largest request we accept, so that an
   // oversized image reaches the decoder and gets its INVALID_ARGUMENT with a
   // clear message: a raw RGB frame of max_image_pixels (3 bytes a pixel) or
@@ -171,6 +190,7 @@ int Serve(const ServerConfig& config) {
   if (auto s = WarmUp(**engine, config); !s.ok()) return Fail(s);
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
+  Log("transport: " + DescribeTransportSecurity(config));
   // Tests and scripts read the two ports from this line.
   Log(absl::StrCat("serving ", (*engine)->manifest().name(), " on ",
                    config.listen_address(), " port ", port, " metrics_port ",
@@ -186,7 +206,15 @@ int Serve(const ServerConfig& config) {
                    config.drain_timeout_ms(), " ms)"));
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  (*pipeline)->Drain(absl::Milliseconds(config.drain_timeout_ms()));
+  const auto drain_start = absl::Now();
+  const absl::Duration drain_timeout =
+      absl::Milliseconds(config.drain_timeout_ms());
+  (*pipeline)->Drain(drain_timeout);
+  // Keep refusing late callers with UNAVAILABLE (retryable) rather than let
+  // gRPC's Shutdown() cancel them: 200 ms without arrivals means clients
+  // have seen the refusals or NOT_SERVING and gone elsewhere.
+  service.WaitForQuiet(absl::Milliseconds(200),
+                       drain_timeout - (absl::Now() - drain_start));
   // Every admitted request is answered; give gRPC a moment to send them.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   Log("stopped");

@@ -11,11 +11,24 @@ PACKAGES=(
   prometheus-cpp-dev libabsl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libturbojpeg0-dev libspng-dev
-  python3 python3-torch python3-numpy
+  python3 python3-torch python3-numpy python3-yaml
   prometheus
   dataset-fashion-mnist
   gnuplot-nox openssl yamllint
+  docker-compose nodejs
 )
+
+# Packages whose command some machines already have from elsewhere, where
+# installing the Debian package would clash: installed only when the
+# command is missing. kubernetes-client ships /usr/bin/kubectl, as do other
+# kubectl packages (Google Cloud's); NodeSource's nodejs bundles npm and
+# conflicts with Debian's npm.
+declare -A COMMAND_PACKAGES=([kubectl]=kubernetes-client [npm]=npm)
+for command in "${!COMMAND_PACKAGES[@]}"; do
+  if ! command -v "$command" >/dev/null 2>&1; then
+    PACKAGES+=("${COMMAND_PACKAGES[$command]}")
+  fi
+done
 
 missing=()
 for p in "${PACKAGES[@]}"; do

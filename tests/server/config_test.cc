@@ -105,6 +105,27 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
   EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_queue_size"));
 }
 
+TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
+  ServerConfig c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  EXPECT_EQ(c.max_connection_age_ms(), 300000);
+  c.set_tls_cert_file("server.crt");
+  EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("tls_key_file"));
+  c.set_tls_key_file("server.key");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.set_tls_client_ca_file("ca.crt");
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.clear_tls_cert_file();
+  c.clear_tls_key_file();
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("tls_client_ca_file"));
+  c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  c.set_max_connection_age_ms(-1);
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("max_connection_age_ms"));
+}
+
 TEST(ServerConfigTest, HelpListsEveryFieldWithDefaultAndVariable) {
   const std::string help = ServerConfigHelp();
   const auto* d = ServerConfig::descriptor();

@@ -326,6 +326,14 @@ TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
       << promtool;
 }
 
+std::string CodesText(const std::map<grpc::StatusCode, int>& codes) {
+  std::string out;
+  for (const auto& [code, count] : codes) {
+    out += std::to_string(code) + ":" + std::to_string(count) + " ";
+  }
+  return out;
+}
+
 // Runs `n` unary calls at once; returns the count of each status code.
 std::map<grpc::StatusCode, int> Flood(InferenceGateway::Stub& stub, int n,
                                       const ClassifyRequest& request) {
@@ -436,13 +444,18 @@ TEST_F(GatewayTest, SigtermUnderLoadAnswersEverythingAndExitsZero) {
   std::thread load([&] {
     codes = Flood(*stub_, 100, TensorRequest(RandomTensor(32, 4), 32));
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  // "Under load": SIGTERM only once the gateway holds admitted requests.
+  for (int i = 0; i < 1000; ++i) {
+    if (MetricValue(Metrics(), "edge_gateway_inflight_requests") > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
   EXPECT_EQ(server_.Stop(SIGTERM), 0) << server_.log();
   load.join();
   EXPECT_GT(codes[grpc::StatusCode::OK], 0);
   EXPECT_EQ(codes[grpc::StatusCode::OK] + codes[grpc::StatusCode::UNAVAILABLE],
             100)
-      << "some requests got neither an answer nor a refusal";
+      << "some requests got neither an answer nor a refusal: "
+      << CodesText(codes);
   EXPECT_THAT(server_.log(), HasSubstr("draining"));
 }
 
