@@ -535,6 +535,18 @@ def _moe_forward_train(layer: MoeLayer, h: torch.Tensor):
     return out, logits
 
 
+def _attention_train(attn: Attention, h: torch.Tensor) -> torch.Tensor:
+    """Attention.forward with the two batched products as einsums, which
+    PyTorch runs faster than the permuted matmuls on CPU. Same arithmetic."""
+    batch, tokens, dim = h.shape
+    head_dim = dim // attn.heads
+    q, k, v = attn.qkv(h).reshape(batch, tokens, 3, attn.heads,
+                                  head_dim).unbind(2)     # each [B, T, H, D/H]
+    scores = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(head_dim)
+    out = torch.einsum("bhij,bjhd->bihd", scores.softmax(dim=-1), v)
+    return attn.proj(out.reshape(batch, tokens, dim))
+
+
 def forward_train(model: VisionMoE, images: torch.Tensor):
     """images: normalised [B, 3, S, S]. Returns (logits [B, C], router_logits):
     one tensor per MoE layer in layer order (see _moe_forward_train).
@@ -546,7 +558,7 @@ def forward_train(model: VisionMoE, images: torch.Tensor):
     x = x + model.pos_embed
     router_logits = []
     for block in model.blocks:
-        x = x + block.attn(block.norm1(x))
+        x = x + _attention_train(block.attn, block.norm1(x))
         h = block.norm2(x)
         if hasattr(block, "moe"):
             y, logits = _moe_forward_train(block.moe, h)
@@ -560,3 +572,26 @@ def forward_train(model: VisionMoE, images: torch.Tensor):
     else:
         pooled = (x[:, 1:] if config.class_token else x).mean(dim=1)
     return model.head(pooled), router_logits
+
+
+def _linear_onednn(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear on [B, T, in] as a 1x1 convolution over a channels-last view
+    of the same memory: oneDNN then does the product (and its backward)
+    instead of the BLAS PyTorch links, which on Debian is the unoptimised
+    reference BLAS, 10-30x slower here. Same arithmetic up to the order of
+    float32 additions; other shapes keep F.linear."""
+    if x.dim() != 3:
+        return nn.functional.linear(x, self.weight, self.bias)
+    batch, tokens, width = x.shape
+    x4 = x.reshape(batch, tokens, 1, width).permute(0, 3, 1, 2)  # channels-last
+    y = nn.functional.conv2d(x4, self.weight[:, :, None, None], self.bias)
+    return y.permute(0, 2, 3, 1).reshape(batch, tokens, -1)
+
+
+def use_onednn_linears(model: nn.Module) -> nn.Module:
+    """Makes every nn.Linear of `model` run as _linear_onednn (training and
+    bulk evaluation speed; the state_dict is unchanged). Returns `model`."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.forward = _linear_onednn.__get__(module, nn.Linear)
+    return model
