@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/text_file.h"
 #include "loadtest/command_line.h"
 #include "loadtest/frame_set.h"
 #include "loadtest/latency_plots.h"

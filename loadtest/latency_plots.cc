@@ -1,65 +1,16 @@
 #include "loadtest/latency_plots.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
-
-extern char** environ;
+#include "common/gnuplot.h"
+#include "common/text_file.h"
 
 namespace edge::loadtest {
 namespace {
-
-// gnuplot single-quoted string: a quote is written twice.
-std::string Quoted(const std::string& text) {
-  return absl::StrCat("'", absl::StrReplaceAll(text, {{"'", "''"}}), "'");
-}
-
-// The executable `name` on PATH (or `name` itself if it has a '/'), or "".
-std::string FindExecutable(const std::string& name) {
-  if (name.find('/') != std::string::npos) {
-    return access(name.c_str(), X_OK) == 0 ? name : "";
-  }
-  const char* path = std::getenv("PATH");
-  for (absl::string_view dir : absl::StrSplit(path ? path : "", ':')) {
-    const std::string candidate =
-        absl::StrCat(dir.empty() ? "." : dir, "/", name);
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
-absl::Status RunGnuplot(const std::string& gnuplot, const std::string& script) {
-  std::vector<char*> argv = {const_cast<char*>(gnuplot.c_str()),
-                             const_cast<char*>(script.c_str()), nullptr};
-  pid_t pid = 0;
-  const int error = posix_spawn(&pid, gnuplot.c_str(), nullptr, nullptr,
-                                argv.data(), environ);
-  if (error != 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot start ", gnuplot, ": ", strerror(error)));
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(
-        absl::StrCat(gnuplot, " ", script, " failed (status ", status, ")"));
-  }
-  return absl::OkStatus();
-}
 
 struct PlotData {
   std::string ok_points, error_points, cdf;  // gnuplot data files' text.
@@ -93,20 +44,20 @@ std::string GnuplotScript(const LatencyPlotOptions& o, const PlotData& data) {
   const std::string& p = o.prefix;
   std::vector<std::string> series;
   if (!data.ok_points.empty()) {
-    series.push_back(absl::StrCat(Quoted(p + "-latency-ok.dat"),
+    series.push_back(absl::StrCat(GnuplotQuoted(p + "-latency-ok.dat"),
                                   " using 1:2 with points pt 7 ps 0.4 "
                                   "lc rgb '#1f77b4' title 'OK'"));
   }
   if (!data.error_points.empty()) {
-    series.push_back(absl::StrCat(Quoted(p + "-latency-errors.dat"),
+    series.push_back(absl::StrCat(GnuplotQuoted(p + "-latency-errors.dat"),
                                   " using 1:2 with points pt 2 ps 0.6 "
                                   "lc rgb '#d62728' title 'error'"));
   }
   std::string script = absl::StrCat(
       "set terminal pngcairo size 1200,700 noenhanced\nset grid\n"
       "set key outside right top\n",
-      "set output ", Quoted(p + "-latency-over-time.png"), "\n", "set title ",
-      Quoted(o.title + ": latency of each answer"), "\n",
+      "set output ", GnuplotQuoted(p + "-latency-over-time.png"), "\n",
+      "set title ", GnuplotQuoted(o.title + ": latency of each answer"), "\n",
       "set xlabel 'time since start (s)'\nset ylabel 'latency (ms)'\n",
       "set logscale y\n",
       absl::StrFormat("set arrow from %.3f, graph 0 to %.3f, graph 1 nohead "
@@ -116,33 +67,20 @@ std::string GnuplotScript(const LatencyPlotOptions& o, const PlotData& data) {
       "plot ", absl::StrJoin(series, ", \\\n     "), "\n");
   absl::StrAppend(
       &script, "unset arrow\nunset label\nunset logscale\nset logscale x\n",
-      "set output ", Quoted(p + "-latency-cdf.png"), "\n", "set title ",
-      Quoted(o.title + ": latency CDF, OK answers of the measured window"),
+      "set output ", GnuplotQuoted(p + "-latency-cdf.png"), "\n", "set title ",
+      GnuplotQuoted(o.title +
+                    ": latency CDF, OK answers of the measured window"),
       "\nset xlabel 'latency (ms)'\nset ylabel 'fraction of answers'\n",
       "set yrange [0:1]\nset key bottom right\n", "plot ",
-      Quoted(p + "-latency-cdf.dat"),
+      GnuplotQuoted(p + "-latency-cdf.dat"),
       " using 1:2 with steps lw 2 title 'CDF'\n");
   return script;
 }
 
 }  // namespace
 
-absl::Status WriteTextFile(const std::string& path,
-                           const std::string& contents) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << contents;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
-}
-
 absl::Status WriteLatencyPlots(const RunOutcome& outcome,
                                const LatencyPlotOptions& options) {
-  const std::string gnuplot = FindExecutable(options.gnuplot);
-  if (gnuplot.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options.gnuplot, " not found on PATH (install gnuplot-nox)"));
-  }
   const PlotData data = MakePlotData(outcome, options);
   if (data.cdf.empty()) {
     return absl::FailedPreconditionError(
@@ -161,7 +99,7 @@ absl::Status WriteLatencyPlots(const RunOutcome& outcome,
       !s.ok()) {
     return s;
   }
-  return RunGnuplot(gnuplot, script);
+  return RunGnuplot(options.gnuplot, script);
 }
 
 }  // namespace edge::loadtest

@@ -36,10 +36,6 @@ struct LatencyPlotOptions {
 absl::Status WriteLatencyPlots(const RunOutcome& outcome,
                                const LatencyPlotOptions& options);
 
-// Writes `contents` to `path`, replacing it. INTERNAL naming the path.
-absl::Status WriteTextFile(const std::string& path,
-                           const std::string& contents);
-
 }  // namespace edge::loadtest
 
 #endif  // EDGE_LOADTEST_LATENCY_PLOTS_H_

@@ -31,7 +31,7 @@
 #include "loadtest/frame_set.h"
 #include "loadtest/load_options.h"
 #include "loadtest/request_log.h"
-#include "loadtest/scene_picker.h"
+#include "common/scene_picker.h"
 
 namespace edge::loadtest {
 

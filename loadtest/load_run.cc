@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "loadtest/gateway_connection.h"
-#include "loadtest/scene_picker.h"
+#include "common/scene_picker.h"
 
 namespace edge::loadtest {
 namespace {

@@ -6,7 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "loadtest/gateway_connection.h"
 #include "loadtest/load_drivers.h"
-#include "loadtest/random.h"
+#include "common/random.h"
 #include "proto/gateway.grpc.pb.h"
 
 namespace edge::loadtest {

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "loadtest/random.h"
+#include "common/random.h"
 
 namespace edge::loadtest {
 namespace {

@@ -1,10 +1,7 @@
 // Unit tests of edge-loadtest's parts that need no server: address checks,
-// flag parsing, the popularity model, scenes, the request log, percentiles
-// and the Prometheus text reader. The end-to-end run is loadtest.smoke.
-#include <algorithm>
-#include <map>
-#include <random>
-#include <set>
+// flag parsing, scenes, the request log, percentiles and the Prometheus text
+// reader (the popularity model is tested in tests/common). The end-to-end run
+// is loadtest.smoke.
 #include <string>
 #include <vector>
 
@@ -14,7 +11,6 @@
 #include "loadtest/loopback_address.h"
 #include "loadtest/metrics_scrape.h"
 #include "loadtest/request_log.h"
-#include "loadtest/scene_picker.h"
 #include "loadtest/synthetic_scene.h"
 
 namespace edge::loadtest {
@@ -85,46 +81,6 @@ TEST(CommandLineTest, ValidationNamesTheFlag) {
   options = LoadTestOptions();
   options.metrics_url = "http://10.0.0.1:9464/metrics";
   EXPECT_FALSE(ValidateLoadTestOptions(options).ok());
-}
-
-TEST(ScenePickerTest, IsReproducibleAndFavoursEachCamerasHome) {
-  ScenePickerOptions options;
-  options.scenes = 16;
-  options.zipf_alpha = 3;  // Steep: the home scene dominates.
-  options.clients = 4;
-  const ScenePicker picker(options);
-  std::set<int> favourites;
-  for (int camera = 0; camera < 4; ++camera) {
-    std::mt19937_64 a = MakeClientRng(1, camera), b = MakeClientRng(1, camera);
-    std::map<int, int> counts;
-    for (int i = 0; i < 1000; ++i) {
-      const int scene = picker.Pick(camera, 0, a);
-      EXPECT_EQ(scene, picker.Pick(camera, 0, b));
-      ++counts[scene];
-    }
-    auto top = std::max_element(
-        counts.begin(), counts.end(),
-        [](const auto& x, const auto& y) { return x.second < y.second; });
-    EXPECT_GT(top->second, 700);  // 1 / zeta(3) = 83% at rank 0.
-    favourites.insert(top->first);
-  }
-  EXPECT_EQ(favourites.size(), 4u);
-}
-
-TEST(ScenePickerTest, DriftMovesTheHotSet) {
-  ScenePickerOptions options;
-  options.scenes = 64;
-  options.zipf_alpha = 5;
-  options.drift_period_s = 1;
-  options.horizon_s = 10;
-  const ScenePicker picker(options);
-  EXPECT_EQ(picker.Period(0.5), 0);
-  EXPECT_EQ(picker.Period(3.2), 3);
-  EXPECT_EQ(picker.Period(99), 10);  // Past the horizon: the last ranking.
-  std::mt19937_64 rng = MakeClientRng(1, 0);
-  std::set<int> hot;
-  for (double t = 0.5; t < 10; t += 1) hot.insert(picker.Pick(0, t, rng));
-  EXPECT_GT(hot.size(), 5u);
 }
 
 TEST(SyntheticSceneTest, ScenesDifferAndEncode) {

@@ -1,22 +1,32 @@
-#include "loadtest/scene_picker.h"
+#include "common/scene_picker.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-#include "loadtest/random.h"
+#include "common/random.h"
 
-namespace edge::loadtest {
+namespace edge {
 namespace {
 
 // Tags the ranking streams so they never coincide with a client's stream
 // (both are derived from the same --seed).
 constexpr uint64_t kRankingStream = 0x52414e4b494e4721ull;  // "RANKING!"
 
-std::vector<double> ZipfCdf(int scenes, double alpha) {
-  std::vector<double> cdf(scenes);
+std::vector<int> ShuffledRanking(int scenes, uint64_t seed, int period) {
+  std::vector<int> ranking(scenes);
+  std::iota(ranking.begin(), ranking.end(), 0);
+  std::mt19937_64 rng(SplitMix64(SplitMix64(seed ^ kRankingStream) + period));
+  Shuffle(ranking, rng);
+  return ranking;
+}
+
+}  // namespace
+
+std::vector<double> ZipfCdf(int n, double alpha) {
+  std::vector<double> cdf(n);
   double total = 0;
-  for (int r = 0; r < scenes; ++r) {
+  for (int r = 0; r < n; ++r) {
     total += std::pow(r + 1.0, -alpha);
     cdf[r] = total;
   }
@@ -25,18 +35,12 @@ std::vector<double> ZipfCdf(int scenes, double alpha) {
   return cdf;
 }
 
-// Fisher-Yates with our own index draw (std::shuffle's is unspecified).
-std::vector<int> ShuffledRanking(int scenes, uint64_t seed, int period) {
-  std::vector<int> ranking(scenes);
-  std::iota(ranking.begin(), ranking.end(), 0);
-  std::mt19937_64 rng(SplitMix64(SplitMix64(seed ^ kRankingStream) + period));
-  for (int i = scenes - 1; i > 0; --i) {
-    std::swap(ranking[i], ranking[Below(rng, i + 1)]);
-  }
-  return ranking;
+int DrawRank(const std::vector<double>& cdf, std::mt19937_64& rng) {
+  const double u = UnitInterval(rng);
+  const int rank = static_cast<int>(
+      std::upper_bound(cdf.begin(), cdf.end(), u) - cdf.begin());
+  return std::min(rank, static_cast<int>(cdf.size()) - 1);
 }
-
-}  // namespace
 
 ScenePicker::ScenePicker(const ScenePickerOptions& options)
     : options_(options),
@@ -65,17 +69,13 @@ int ScenePicker::HomeOffset(int client) const {
 
 int ScenePicker::Pick(int client, double elapsed_s,
                       std::mt19937_64& rng) const {
-  const double u = UnitInterval(rng);
-  const int rank =
-      static_cast<int>(std::upper_bound(rank_cdf_.begin(), rank_cdf_.end(), u) -
-                       rank_cdf_.begin());
+  const int rank = DrawRank(rank_cdf_, rng);
   const std::vector<int>& ranking = rankings_[Period(elapsed_s)];
-  return ranking[(std::min(rank, options_.scenes - 1) + HomeOffset(client)) %
-                 options_.scenes];
+  return ranking[(rank + HomeOffset(client)) % options_.scenes];
 }
 
 std::mt19937_64 MakeClientRng(uint64_t seed, int client) {
   return std::mt19937_64(SplitMix64(seed + static_cast<uint64_t>(client)));
 }
 
-}  // namespace edge::loadtest
+}  // namespace edge

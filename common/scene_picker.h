@@ -13,16 +13,20 @@
 // each camera draws from its own RNG stream (MakeClientRng: seed + camera
 // id), so a camera's sequence of scenes does not depend on thread timing.
 //
+// Shared by edge-loadtest (which scene's frame a camera sends) and the
+// expert trace generator (cache/trace_generator.h), so synthetic traces and
+// load runs follow the same popularity model.
+//
 // Immutable after construction; Pick() is thread-safe as long as each
 // thread passes its own RNG.
-#ifndef EDGE_LOADTEST_SCENE_PICKER_H_
-#define EDGE_LOADTEST_SCENE_PICKER_H_
+#ifndef EDGE_COMMON_SCENE_PICKER_H_
+#define EDGE_COMMON_SCENE_PICKER_H_
 
 #include <cstdint>
 #include <random>
 #include <vector>
 
-namespace edge::loadtest {
+namespace edge {
 
 struct ScenePickerOptions {
   int scenes = 64;            // K, > 0.
@@ -53,9 +57,15 @@ class ScenePicker {
   std::vector<std::vector<int>> rankings_;  // [period][rank] -> scene.
 };
 
+// Cumulative Zipf probabilities over ranks 0..n-1: cdf[r] = P(rank <= r)
+// with P(r) ~ 1 / (r + 1)^alpha; the last entry is exactly 1. n > 0.
+std::vector<double> ZipfCdf(int n, double alpha);
+// The rank an `rng` draw falls on in `cdf` (from ZipfCdf or any CDF).
+int DrawRank(const std::vector<double>& cdf, std::mt19937_64& rng);
+
 // The RNG of client `client`: its own stream, seeded from seed + client.
 std::mt19937_64 MakeClientRng(uint64_t seed, int client);
 
-}  // namespace edge::loadtest
+}  // namespace edge
 
-#endif  // EDGE_LOADTEST_SCENE_PICKER_H_
+#endif  // EDGE_COMMON_SCENE_PICKER_H_

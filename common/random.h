@@ -1,15 +1,17 @@
-// The few random-number helpers edge-loadtest needs, written out so that a
-// run is reproducible across standard libraries: std::mt19937_64's output
-// is fixed by the standard, but std::uniform_*_distribution and
-// std::shuffle are not. Stateless and thread-safe (each caller owns its
-// engine).
-#ifndef EDGE_LOADTEST_RANDOM_H_
-#define EDGE_LOADTEST_RANDOM_H_
+// The few random-number helpers edge-loadtest and the expert trace
+// generator need, written out so that a run is reproducible across standard
+// libraries: std::mt19937_64's output is fixed by the standard, but
+// std::uniform_*_distribution and std::shuffle are not. Stateless and
+// thread-safe (each caller owns its engine).
+#ifndef EDGE_COMMON_RANDOM_H_
+#define EDGE_COMMON_RANDOM_H_
 
 #include <cstdint>
 #include <random>
+#include <utility>
+#include <vector>
 
-namespace edge::loadtest {
+namespace edge {
 
 // Scrambles a seed so that neighbouring seeds (seed + camera id) start
 // unrelated streams. Steele, Lea and Flood's SplitMix64 finaliser.
@@ -33,6 +35,14 @@ inline double Uniform(std::mt19937_64& rng, double low, double high) {
 // Uniform integer in [0, n), n > 0. The modulo bias is below n / 2^64.
 inline uint64_t Below(std::mt19937_64& rng, uint64_t n) { return rng() % n; }
 
-}  // namespace edge::loadtest
+// Fisher-Yates with our own index draw (std::shuffle's is unspecified).
+template <typename T>
+void Shuffle(std::vector<T>& items, std::mt19937_64& rng) {
+  for (size_t i = items.size(); i > 1; --i) {
+    std::swap(items[i - 1], items[Below(rng, i)]);
+  }
+}
 
-#endif  // EDGE_LOADTEST_RANDOM_H_
+}  // namespace edge
+
+#endif  // EDGE_COMMON_RANDOM_H_
