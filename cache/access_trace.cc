@@ -96,8 +96,8 @@ void AccessTraceWriter::Append(const ExpertAccess& access) {
   absl::MutexLock lock(&mu_);
   if (!status_.ok()) return;
   if (std::fputs(line.c_str(), file_) < 0) {
-    status_ = absl::DataLossError(absl::StrCat(
-        "writing expert trace ", path_, ": ", std::strerror(errno)));
+    status_ = absl::DataLossError(absl::StrCat("writing expert trace ", path_,
+                                               ": ", std::strerror(errno)));
     return;
   }
   ++appended_;
@@ -106,8 +106,8 @@ void AccessTraceWriter::Append(const ExpertAccess& access) {
 absl::Status AccessTraceWriter::Flush() {
   absl::MutexLock lock(&mu_);
   if (status_.ok() && std::fflush(file_) != 0) {
-    status_ = absl::DataLossError(absl::StrCat(
-        "flushing expert trace ", path_, ": ", std::strerror(errno)));
+    status_ = absl::DataLossError(absl::StrCat("flushing expert trace ", path_,
+                                               ": ", std::strerror(errno)));
   }
   return status_;
 }

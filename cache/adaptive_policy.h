@@ -88,6 +88,8 @@ struct AdaptivePolicyOptions {
   double min_gain = 0.02;
   // Shrinking may lose at most this fraction of the window (0.5%).
   double max_loss = 0.005;
+  // false: rank by LRU only (no reuse prediction, no shadows to follow).
+  bool adaptive_ranking = true;
   // Weight of the newest reuse distance in an expert's smoothed distance.
   double reuse_smoothing = 0.5;
 };
@@ -114,6 +116,9 @@ class AdaptivePolicy {
   // `key` (of `bytes` bytes) was accessed; `hit` says whether the real
   // cache had it. Call before evicting on its behalf.
   void RecordAccess(const ExpertKey& key, uint64_t bytes, bool hit);
+  // `key` became resident without an access (prefetch, warm-up): ranks it
+  // as a new expert from now on, if it has no history.
+  void NoteResident(const ExpertKey& key, uint64_t bytes);
   // Applies the sizing rule (class comment); returns the resize, if any.
   // The caller evicts down to the new capacity.
   std::optional<ResizeEvent> MaybeResize();
@@ -142,13 +147,15 @@ class AdaptivePolicy {
   // Lower is evicted later. Lexicographic: (predicted steps, recency).
   std::pair<double, int64_t> EvictionRank(Ranking ranking,
                                           const ExpertKey& key) const;
+  void AddLayer(int layer);
   void RebuildShadows();
   int WindowHits(int shadow) const;
 
   const AdaptivePolicyOptions options_;
   uint64_t capacity_bytes_;
   uint64_t step_bytes_;
-  Ranking leader_ = Ranking::kReuse;
+  // LRU until the shadows show reuse prediction doing better.
+  Ranking leader_ = Ranking::kLru;
 
   std::unordered_map<ExpertKey, KeyStats, ExpertKeyHash> keys_;
   std::unordered_map<ExpertKey, uint64_t, ExpertKeyHash> bytes_;

@@ -30,6 +30,8 @@ struct ExpertCache::Entry {
   std::shared_ptr<LoadResult> load;             // non-null iff loading.
   std::shared_ptr<CachedExpert> value;          // non-null iff resident.
   std::list<ExpertKey>::iterator lru_position;  // iff resident, pins == 0.
+  bool prefetched = false;  // loaded by the pool, not acquired since.
+  absl::Time load_start;
 };
 
 ExpertHandle::ExpertHandle(ExpertHandle&& other) noexcept
@@ -58,23 +60,142 @@ absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(
   if (!loader || !sizer) {
     return absl::InvalidArgumentError("ExpertCache needs a loader and a sizer");
   }
+  const AdaptivePolicyOptions& p = options.policy;
+  if (options.budget_bytes > 0 &&
+      (p.min_bytes > options.budget_bytes || p.grow_below > p.shrink_above ||
+       p.window_accesses <= 0 || p.resize_interval_accesses <= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expert cache: need min_bytes <= budget_bytes (", p.min_bytes, " vs ",
+        options.budget_bytes, "), grow_below <= shrink_above (", p.grow_below,
+        " vs ", p.shrink_above, ") and positive window/interval"));
+  }
+  if (options.prefetch_threads < 0 || options.prefetch_queue_limit < 0) {
+    return absl::InvalidArgumentError(
+        "expert cache: prefetch_threads and prefetch_queue_limit must be >= 0");
+  }
   return std::unique_ptr<ExpertCache>(
-      new ExpertCache(options, std::move(loader), std::move(sizer)));
+      new ExpertCache(std::move(options), std::move(loader), std::move(sizer)));
 }
 
 ExpertCache::ExpertCache(ExpertCacheOptions options, ExpertLoader loader,
                          ExpertSizer sizer)
-    : options_(options), loader_(std::move(loader)), sizer_(std::move(sizer)) {
+    : options_(std::move(options)),
+      loader_(std::move(loader)),
+      sizer_(std::move(sizer)) {
   stats_.budget_bytes = options_.budget_bytes;
+  stats_.load_latency_bounds_ms = options_.load_latency_bounds_ms;
+  stats_.load_latency_counts.assign(options_.load_latency_bounds_ms.size() + 1,
+                                    0);
+  if (options_.budget_bytes > 0) {
+    AdaptivePolicyOptions policy = options_.policy;
+    policy.max_bytes = options_.budget_bytes;
+    policy_ = std::make_unique<AdaptivePolicy>(policy);
+    stats_.capacity_bytes = policy_->capacity_bytes();
+    stats_.min_bytes =
+        policy.min_bytes == 0 ? policy.max_bytes : policy.min_bytes;
+  }
+  for (int i = 0; i < options_.prefetch_threads; ++i) {
+    prefetch_threads_.emplace_back([this] { PrefetchLoop(); });
+  }
 }
 
-ExpertCache::~ExpertCache() = default;
+ExpertCache::~ExpertCache() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    prefetch_ready_.SignalAll();
+  }
+  for (std::thread& t : prefetch_threads_) t.join();
+}
 
-absl::StatusOr<ExpertHandle> ExpertCache::Acquire(const ExpertKey& key) {
+int64_t ExpertCache::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
+  absl::MutexLock lock(&mu_);
+  if (policy_ != nullptr) policy_->BeginPass(layer, keys);
+  // Needed now: ahead of speculative requests, in the pass's order.
+  for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
+    QueuePrefetchLocked(*it, /*urgent=*/true);
+  }
+  return next_pass_++;
+}
+
+void ExpertCache::Prefetch(const std::vector<ExpertKey>& keys) {
+  absl::MutexLock lock(&mu_);
+  for (const ExpertKey& key : keys) QueuePrefetchLocked(key, /*urgent=*/false);
+}
+
+void ExpertCache::QueuePrefetchLocked(const ExpertKey& key, bool urgent) {
+  if (prefetch_threads_.empty() || entries_.count(key) != 0) return;
+  const auto queued =
+      std::find(prefetch_queue_.begin(), prefetch_queue_.end(), key);
+  if (queued != prefetch_queue_.end()) {
+    if (!urgent) return;
+    prefetch_queue_.erase(queued);
+  } else if (static_cast<int>(prefetch_queue_.size()) >=
+             options_.prefetch_queue_limit) {
+    if (!urgent || prefetch_queue_.empty()) {
+      ++stats_.prefetch_dropped;
+      return;
+    }
+    prefetch_queue_.pop_back();  // the stalest speculative guess
+    ++stats_.prefetch_dropped;
+  }
+  if (urgent) {
+    prefetch_queue_.push_front(key);
+  } else {
+    prefetch_queue_.push_back(key);
+  }
+  prefetch_ready_.Signal();
+}
+
+void ExpertCache::PrefetchLoop() {
+  for (;;) {
+    ExpertKey key;
+    {
+      absl::MutexLock lock(&mu_);
+      while (!stopping_ && prefetch_queue_.empty()) prefetch_ready_.Wait(&mu_);
+      if (stopping_) return;
+      key = prefetch_queue_.front();
+      prefetch_queue_.pop_front();
+    }
+    PrefetchOne(key);
+  }
+}
+
+void ExpertCache::PrefetchOne(const ExpertKey& key) {
+  const uint64_t bytes = sizer_(key);
+  Evicted evicted;
+  {
+    absl::MutexLock lock(&mu_);
+    if (entries_.count(key) != 0) return;
+    if (options_.budget_bytes > 0 && bytes > options_.budget_bytes) return;
+    if (!MakeRoomLocked(bytes, /*speculative=*/true, &evicted)) return;
+    StartLoadLocked(key, bytes, /*prefetch=*/true);
+    ++stats_.prefetch_issued;
+  }
+  evicted.clear();
+  // The handle unpins at once: the expert waits, evictable, for its use.
+  // A failed load is not cached; the demand Acquire retries and reports it.
+  (void)Load(key, bytes);
+}
+
+absl::StatusOr<ExpertHandle> ExpertCache::Acquire(const ExpertKey& key,
+                                                  int64_t pass) {
+  absl::StatusOr<ExpertHandle> handle = AcquireImpl(key, pass);
+  NotifyResizes();
+  return handle;
+}
+
+absl::StatusOr<ExpertHandle> ExpertCache::AcquireImpl(const ExpertKey& key,
+                                                      int64_t pass) {
+  // Declared before any lock so that evicted experts are freed unlocked.
+  Evicted evicted;
   {
     absl::MutexLock lock(&mu_);
     const auto it = entries_.find(key);
-    if (it != entries_.end()) return JoinLocked(key, it->second.get());
+    if (it != entries_.end()) {
+      RecordAccessLocked(key, it->second->bytes, /*hit=*/true, pass, &evicted);
+      return JoinLocked(key, entries_.at(key).get());
+    }
   }
   // A miss. The sizer is caller code, so it runs unlocked.
   const uint64_t bytes = sizer_(key);
@@ -84,26 +205,85 @@ absl::StatusOr<ExpertHandle> ExpertCache::Acquire(const ExpertKey& key) {
                      " bytes, more than the expert cache's whole budget of ",
                      options_.budget_bytes));
   }
-  // Declared before the lock so that evicted experts are freed unlocked.
-  std::vector<std::shared_ptr<CachedExpert>> evicted;
   {
     absl::MutexLock lock(&mu_);
+    // Another thread may have started this load while we were unlocked.
+    const bool hit = entries_.count(key) != 0;
+    RecordAccessLocked(key, bytes, hit, pass, &evicted);
     for (;;) {
-      // Another thread may have started this load while we were unlocked.
       const auto it = entries_.find(key);
       if (it != entries_.end()) return JoinLocked(key, it->second.get());
-      if (MakeRoomLocked(bytes, &evicted)) break;
+      if (MakeRoomLocked(bytes, /*speculative=*/false, &evicted)) break;
       changed_.Wait(&mu_);
     }
-    StartLoadLocked(key, bytes);
+    StartLoadLocked(key, bytes, /*prefetch=*/false);
   }
   evicted.clear();  // return their memory before the loader allocates
   return Load(key, bytes);
 }
 
+void ExpertCache::RecordAccessLocked(const ExpertKey& key, uint64_t bytes,
+                                     bool hit, int64_t pass, Evicted* evicted) {
+  ++(hit ? stats_.hits : stats_.misses);
+  ++usage_[key];
+  if (options_.trace != nullptr) {
+    options_.trace->Append(
+        {absl::ToInt64Microseconds(absl::Now() - created_), pass, key, bytes});
+  }
+  if (policy_ == nullptr) return;
+  policy_->RecordAccess(key, bytes, hit);
+  const std::optional<ResizeEvent> resize = policy_->MaybeResize();
+  if (!resize.has_value()) return;
+  ++(resize->grew() ? stats_.resizes_up : stats_.resizes_down);
+  stats_.capacity_bytes = policy_->capacity_bytes();
+  pending_resizes_.push_back(*resize);
+  TrimToCapacityLocked(evicted);
+}
+
+void ExpertCache::NotifyResizes() {
+  std::vector<ResizeEvent> events;
+  {
+    absl::MutexLock lock(&mu_);
+    if (pending_resizes_.empty()) return;
+    events.swap(pending_resizes_);
+  }
+  if (options_.on_resize) {
+    for (const ResizeEvent& e : events) options_.on_resize(e);
+  }
+}
+
+int ExpertCache::Warm(const std::vector<ExpertKey>& keys) {
+  int resident = 0;
+  for (const ExpertKey& key : keys) {
+    const uint64_t bytes = sizer_(key);
+    {
+      absl::MutexLock lock(&mu_);
+      if (entries_.count(key) != 0) {
+        ++resident;
+        continue;
+      }
+      const uint64_t used = stats_.resident_bytes + stats_.loading_bytes;
+      if (policy_ != nullptr && used + bytes > policy_->capacity_bytes()) {
+        break;
+      }
+      StartLoadLocked(key, bytes, /*prefetch=*/false);
+    }
+    if (Load(key, bytes).ok()) ++resident;
+  }
+  return resident;
+}
+
+std::vector<std::pair<ExpertKey, uint64_t>> ExpertCache::UsageCounts() const {
+  absl::MutexLock lock(&mu_);
+  return {usage_.begin(), usage_.end()};
+}
+
 absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(const ExpertKey& key,
                                                      Entry* entry) {
-  ++stats_.hits;
+  if (entry->prefetched) {
+    entry->prefetched = false;
+    ++stats_.prefetch_used;
+  }
   PinLocked(entry);
   if (entry->load == nullptr) return ExpertHandle(this, key, entry->value);
   // Our pin keeps the entry out of the LRU list once it is resident; if the
@@ -114,49 +294,74 @@ absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(const ExpertKey& key,
   return ExpertHandle(this, key, entries_.at(key)->value);
 }
 
-bool ExpertCache::MakeRoomLocked(
-    uint64_t bytes, std::vector<std::shared_ptr<CachedExpert>>* evicted) {
-  const uint64_t budget = options_.budget_bytes;
-  if (budget == 0) return true;
+bool ExpertCache::MakeRoomLocked(uint64_t bytes, bool speculative,
+                                 Evicted* evicted) {
+  if (policy_ == nullptr) return true;
   const uint64_t used = stats_.resident_bytes + stats_.loading_bytes;
+  const uint64_t capacity = policy_->capacity_bytes();
+  uint64_t evictable = lru_bytes_;
+  if (speculative) {
+    for (const ExpertKey& key : lru_) {
+      if (policy_->IsAnnounced(key)) evictable -= entries_.at(key)->bytes;
+    }
+  }
+  // Past the capacity only for demand loads that cannot fit otherwise.
+  uint64_t limit = capacity;
+  if (!speculative && used - evictable + bytes > capacity) {
+    limit = options_.budget_bytes;
+  }
   // Evict nothing unless that makes enough room: dropping experts and then
   // waiting anyway would only cost reloads.
-  if (used - lru_bytes_ + bytes > budget) return false;
-  while (stats_.resident_bytes + stats_.loading_bytes + bytes > budget) {
-    EvictOldestLocked(evicted);
+  if (used - evictable + bytes > limit) return false;
+  while (stats_.resident_bytes + stats_.loading_bytes + bytes > limit) {
+    EvictVictimLocked(speculative, evicted);
   }
   return true;
 }
 
-void ExpertCache::EvictOldestLocked(
-    std::vector<std::shared_ptr<CachedExpert>>* evicted) {
-  assert(!lru_.empty());
-  const auto it = entries_.find(lru_.front());
-  lru_.pop_front();
+void ExpertCache::TrimToCapacityLocked(Evicted* evicted) {
+  while (!lru_.empty() && stats_.resident_bytes + stats_.loading_bytes >
+                              policy_->capacity_bytes()) {
+    EvictVictimLocked(/*speculative=*/false, evicted);
+  }
+}
+
+void ExpertCache::EvictVictimLocked(bool speculative, Evicted* evicted) {
+  std::vector<ExpertKey> candidates;
+  candidates.reserve(lru_.size());
+  for (const ExpertKey& key : lru_) {
+    if (!speculative || !policy_->IsAnnounced(key)) candidates.push_back(key);
+  }
+  assert(!candidates.empty());
+  const auto it = entries_.find(policy_->ChooseVictim(candidates));
   Entry& entry = *it->second;
+  lru_.erase(entry.lru_position);
   lru_bytes_ -= entry.bytes;
   stats_.resident_bytes -= entry.bytes;
   --stats_.resident_experts;
   ++stats_.evictions;
+  if (entry.prefetched) ++stats_.prefetch_wasted;
   evicted->push_back(std::move(entry.value));
   entries_.erase(it);
 }
 
-void ExpertCache::StartLoadLocked(const ExpertKey& key, uint64_t bytes) {
+void ExpertCache::StartLoadLocked(const ExpertKey& key, uint64_t bytes,
+                                  bool prefetch) {
   auto entry = std::make_unique<Entry>();
   entry->bytes = bytes;
   entry->pins = 1;  // the loading thread's, handed to its handle
   entry->load = std::make_shared<LoadResult>();
+  entry->prefetched = prefetch;
+  entry->load_start = absl::Now();
   entries_.emplace(key, std::move(entry));
-  ++stats_.misses;
   stats_.loading_bytes += bytes;
   stats_.peak_resident_bytes = std::max(
       stats_.peak_resident_bytes, stats_.resident_bytes + stats_.loading_bytes);
   assert(InvariantsHoldLocked());
 }
 
-absl::StatusOr<ExpertHandle> ExpertCache::Load(const ExpertKey& key,
-                                               uint64_t bytes) {
+absl::StatusOr<std::shared_ptr<CachedExpert>> ExpertCache::CallLoader(
+    const ExpertKey& key, uint64_t bytes) {
   absl::StatusOr<std::shared_ptr<CachedExpert>> value;
   // An exception escaping here would leave the entry loading forever and
   // its waiters blocked, so it becomes an error like any other.
@@ -176,6 +381,12 @@ absl::StatusOr<ExpertHandle> ExpertCache::Load(const ExpertKey& key,
         " bytes for ", key.ToString(), ", more than the sizer's ", bytes,
         *value == nullptr ? " (a null expert)" : ""));
   }
+  return value;
+}
+
+absl::StatusOr<ExpertHandle> ExpertCache::Load(const ExpertKey& key,
+                                               uint64_t bytes) {
+  absl::StatusOr<std::shared_ptr<CachedExpert>> value = CallLoader(key, bytes);
   absl::MutexLock lock(&mu_);
   return FinishLoadLocked(key, std::move(value));
 }
@@ -195,13 +406,25 @@ absl::StatusOr<ExpertHandle> ExpertCache::FinishLoadLocked(
     assert(InvariantsHoldLocked());
     return value.status();
   }
+  RecordLoadLatencyLocked(
+      absl::ToDoubleSeconds(absl::Now() - entry->load_start));
   entry->value = *std::move(value);
   stats_.resident_bytes += entry->bytes;
   ++stats_.resident_experts;
   ++stats_.pinned_experts;
   ++stats_.loads;
+  if (policy_ != nullptr) policy_->NoteResident(key, entry->bytes);
   assert(InvariantsHoldLocked());
   return ExpertHandle(this, key, entry->value);
+}
+
+void ExpertCache::RecordLoadLatencyLocked(double seconds) {
+  const std::vector<double>& bounds = options_.load_latency_bounds_ms;
+  const size_t bucket =
+      std::lower_bound(bounds.begin(), bounds.end(), seconds * 1e3) -
+      bounds.begin();
+  ++stats_.load_latency_counts[bucket];
+  stats_.load_latency_sum_s += seconds;
 }
 
 void ExpertCache::PinLocked(Entry* entry) {
@@ -226,7 +449,9 @@ void ExpertCache::Release(const ExpertKey& key) {
 
 ExpertCacheStats ExpertCache::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  ExpertCacheStats stats = stats_;
+  if (policy_ != nullptr) stats.window_hit_rate = policy_->window_hit_rate();
+  return stats;
 }
 
 // The class comment's invariants, recomputed from the entries. O(entries),
@@ -250,6 +475,7 @@ bool ExpertCache::InvariantsHoldLocked() const {
     }
   }
   const uint64_t budget = options_.budget_bytes;
+  assert(policy_ == nullptr || policy_->capacity_bytes() <= budget);
   return resident == stats_.resident_bytes && loading == stats_.loading_bytes &&
          unpinned == lru_bytes_ && lru_entries == lru_.size() &&
          resident_experts == stats_.resident_experts &&

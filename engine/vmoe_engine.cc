@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "engine/internal/expert_predictor.h"
 #include "engine/internal/forward.h"
 #include "engine/internal/kernels.h"
 #include "engine/internal/model_weights.h"
@@ -20,6 +21,7 @@ struct VmoeEngine::State {
   internal::ModelWeights weights;
   std::unique_ptr<ExpertStore> store;
   std::unique_ptr<ExpertCache> cache;
+  std::unique_ptr<internal::NextLayerPredictor> predictor;  // null: off
 
   absl::Mutex pool_mu;
   // Idle workspaces; Run() takes one and gives it back.
@@ -71,6 +73,12 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
     auto sizer = [expert_bytes](const ExpertKey&) { return expert_bytes; };
     ASSIGN_OR_RETURN(state->cache,
                      ExpertCache::Create(options.cache, loader, sizer));
+    const MoeSpec& moe = s->manifest.config().moe;
+    if (options.prefetch_next_layer && options.cache.prefetch_threads > 0 &&
+        moe.layers.size() > 1) {
+      s->predictor = std::make_unique<internal::NextLayerPredictor>(
+          static_cast<int>(moe.layers.size()), moe.num_experts);
+    }
   } catch (const dnnl::error& e) {
     return absl::InternalError(
         absl::StrCat("oneDNN loading ", model_dir, ": ", e.what()));
@@ -85,6 +93,13 @@ const ModelConfig& VmoeEngine::config() const {
 ExpertCacheStats VmoeEngine::cache_stats() const {
   return state_->cache->stats();
 }
+ExpertCache* VmoeEngine::cache() { return state_->cache.get(); }
+
+VmoeEngine::PrefetchPredictionStats VmoeEngine::prediction_stats() const {
+  if (state_->predictor == nullptr) return {};
+  const internal::PredictionStats s = state_->predictor->stats();
+  return {s.guesses, s.guesses_used, s.next_layer_experts};
+}
 
 absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
                                                          int batch_size,
@@ -96,8 +111,12 @@ absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
   }
   if (images == nullptr) return absl::InvalidArgumentError("no images");
   std::unique_ptr<Workspace> ws = state_->TakeWorkspace();
-  const internal::ForwardContext ctx{&config(), &state_->weights,
-                                     &state_->kernels, state_->cache.get()};
+  const internal::ForwardContext ctx{&config(),
+                                     &state_->weights,
+                                     &state_->kernels,
+                                     state_->cache.get(),
+                                     state_->predictor.get(),
+                                     state_->options.expert_failure_policy};
   absl::StatusOr<std::vector<ImageResult>> results;
   try {
     internal::ForwardPass pass(ctx, ws.get(), batch_size);

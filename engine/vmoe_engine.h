@@ -38,12 +38,30 @@
 
 namespace edge {
 
+// What an MoE layer does when an expert it routed to cannot be loaded
+// (file missing, checksum mismatch, I/O error).
+enum class ExpertFailurePolicy {
+  // The images routed to it fail with the load's status (NOT_FOUND,
+  // DATA_LOSS, ...) naming the file; the rest of the batch is served.
+  kFail,
+  // Each such image uses its next-best expert by gate value that loads,
+  // with the gate weights of the experts it does use; the image's result
+  // is marked degraded (ImageResult::degraded). If no expert loads, the
+  // image fails as with kFail.
+  kReroute,
+};
+
 struct EngineOptions {
   // Largest batch Run() accepts; workspaces are sized for it on demand.
   // 64 covers every batcher setting we ship (max_batch_size 16 by default).
   int max_batch_size = 64;
   ExpertCacheOptions cache;
   ExpertStoreOptions store;
+  ExpertFailurePolicy expert_failure_policy = ExpertFailurePolicy::kFail;
+  // Prefetch the predicted experts of the next MoE layer (co-activation
+  // statistics learned online) while the current one computes. Needs
+  // cache.prefetch_threads > 0.
+  bool prefetch_next_layer = true;
 };
 
 // The routing of one image in one MoE layer.
@@ -63,6 +81,10 @@ struct ImageResult {
   absl::Status status;
   std::vector<float> logits;          // num_classes values.
   std::vector<LayerRouting> routing;  // one per MoE layer, in block order.
+  // Served with a substitute expert (ExpertFailurePolicy::kReroute);
+  // `degraded_reason` names the expert(s) that failed and why.
+  bool degraded = false;
+  std::string degraded_reason;
 };
 
 // Where the time of one Run() went, in microseconds.
@@ -91,6 +113,17 @@ class VmoeEngine {
                                                RunTiming* timing = nullptr);
 
   ExpertCacheStats cache_stats() const;
+  // The cache itself, for warm-up and usage profiles.
+  ExpertCache* cache();
+  // Next-layer prefetch predictions so far: guesses issued, and how many
+  // of them the next layer did use (precision = used / issued); recall =
+  // used / experts the next layers used.
+  struct PrefetchPredictionStats {
+    uint64_t guesses = 0;
+    uint64_t guesses_used = 0;
+    uint64_t next_layer_experts = 0;
+  };
+  PrefetchPredictionStats prediction_stats() const;
 
  private:
   struct State;

@@ -143,22 +143,182 @@ void ForwardPass::Mlp(const BlockWeights& w) {
 
 void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
   const std::vector<std::vector<Assignment>> per_expert = Route(w, moe_index);
+  std::vector<int> used;
+  std::vector<ExpertKey> keys;
   for (int e = 0; e < c_.moe.num_experts; ++e) {
-    const std::vector<Assignment>& rows = per_expert[e];
-    if (rows.empty()) continue;
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<ExpertHandle> handle = ctx_.cache->Acquire({block, e});
-    fetch_us_ += MicrosSince(start);
-    if (handle.ok()) {
-      RunExpert(handle->value(), rows);
-      continue;
+    if (per_expert[e].empty()) continue;
+    used.push_back(e);
+    keys.push_back({block, e});
+  }
+  // The router has decided: the cache protects these experts and starts
+  // loading the missing ones while the resident ones compute.
+  const int64_t pass = ctx_.cache->BeginPass(block, keys);
+  PredictNextLayer(moe_index, used);
+  std::map<int, absl::Status> failed;
+  for (int e : used) {
+    absl::Status status = AcquireAndRun(block, e, per_expert[e], pass);
+    if (!status.ok()) failed.emplace(e, std::move(status));
+  }
+  if (failed.empty()) return;
+  if (ctx_.failure_policy == ExpertFailurePolicy::kReroute) {
+    Reroute(block, moe_index, pass, per_expert, std::move(failed));
+    return;
+  }
+  // Only the images routed to a failed expert fail; the others go on.
+  for (const auto& [e, status] : failed) FailRows(per_expert[e], status);
+}
+
+absl::Status ForwardPass::AcquireAndRun(int block, int expert,
+                                        const std::vector<Assignment>& rows,
+                                        int64_t pass) {
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<ExpertHandle> handle =
+      ctx_.cache->Acquire({block, expert}, pass);
+  fetch_us_ += MicrosSince(start);
+  if (!handle.ok()) return handle.status();
+  RunExpert(handle->value(), rows);
+  return absl::OkStatus();
+}
+
+void ForwardPass::FailRows(const std::vector<Assignment>& rows,
+                           const absl::Status& status) {
+  for (const Assignment& a : rows) {
+    absl::Status& image_status = results_[a.row / tokens_].status;
+    if (image_status.ok()) image_status = status;
+  }
+}
+
+// The experts routing unit `row` chose in this layer (it must not be
+// given one of them again as a substitute).
+std::vector<int> ForwardPass::ChosenExperts(int moe_index, int row) const {
+  const LayerRouting& r = results_[row / tokens_].routing[moe_index];
+  std::vector<int> chosen;
+  if (c_.moe.routing == Routing::kImage) {
+    for (const ExpertChoice& c : r.image_choices) chosen.push_back(c.expert);
+    return chosen;
+  }
+  const int k = c_.moe.top_k, t = row % tokens_;
+  for (int i = t * k; i < (t + 1) * k; ++i) {
+    chosen.push_back(r.token_choices[i].expert);
+  }
+  return chosen;
+}
+
+// ExpertFailurePolicy::kReroute: each row of a failed expert goes, with
+// that expert's weight, to its routing unit's best-gated expert that it
+// did not choose and that has not failed. Substitutes that fail too are
+// rerouted again, so this ends after at most E rounds. With token routing
+// the substitutes ignore expert capacity.
+void ForwardPass::Reroute(
+    int block, int moe_index, int64_t pass,
+    const std::vector<std::vector<Assignment>>& per_expert,
+    std::map<int, absl::Status> failed) {
+  const int e_count = c_.moe.num_experts;
+  std::vector<bool> bad(e_count, false);
+  std::vector<std::pair<std::vector<Assignment>, absl::Status>> pending;
+  for (auto& [e, status] : failed) {
+    bad[e] = true;
+    pending.emplace_back(per_expert[e], std::move(status));
+  }
+  while (!pending.empty()) {
+    std::map<int, std::vector<Assignment>> by_substitute;
+    std::map<int, absl::Status> cause;  // why the substitute is needed
+    for (const auto& [rows, status] : pending) {
+      for (const Assignment& a : rows) {
+        const int unit_row =
+            c_.moe.routing == Routing::kImage ? a.row / tokens_ : a.row;
+        const float* gates =
+            ws_.gates.data() + static_cast<size_t>(unit_row) * e_count;
+        const std::vector<int> chosen = ChosenExperts(moe_index, a.row);
+        int best = -1;
+        for (int e = 0; e < e_count; ++e) {
+          if (bad[e] ||
+              std::find(chosen.begin(), chosen.end(), e) != chosen.end()) {
+            continue;
+          }
+          if (best < 0 || gates[e] > gates[best]) best = e;
+        }
+        if (best < 0) {
+          FailRows({a}, status);
+          continue;
+        }
+        by_substitute[best].push_back(a);
+        cause.emplace(best, status);
+      }
     }
-    // Only the images routed to this expert fail; the others go on.
-    for (const Assignment& a : rows) {
-      absl::Status& status = results_[a.row / tokens_].status;
-      if (status.ok()) status = handle.status();
+    pending.clear();
+    for (auto& [substitute, rows] : by_substitute) {
+      absl::Status status = AcquireAndRun(block, substitute, rows, pass);
+      if (!status.ok()) {
+        bad[substitute] = true;
+        pending.emplace_back(std::move(rows), std::move(status));
+        continue;
+      }
+      MarkDegraded(rows, cause.at(substitute), block, substitute);
     }
   }
+}
+
+void ForwardPass::MarkDegraded(const std::vector<Assignment>& rows,
+                               const absl::Status& cause, int block,
+                               int substitute) {
+  int last_image = -1;
+  for (const Assignment& a : rows) {
+    const int image = a.row / tokens_;
+    if (image == last_image) continue;
+    last_image = image;
+    ImageResult& result = results_[image];
+    const std::string note =
+        absl::StrCat("block ", block, ": ", cause.message(),
+                     "; rerouted to expert ", substitute);
+    if (result.degraded_reason.find(note) != std::string::npos) continue;
+    result.degraded = true;
+    if (!result.degraded_reason.empty()) result.degraded_reason += "; ";
+    result.degraded_reason += note;
+  }
+}
+
+// Learns how this layer's choices follow the previous layer's, scores the
+// guesses made for this layer, and prefetches guesses for the next one.
+void ForwardPass::PredictNextLayer(int moe_index,
+                                   const std::vector<int>& used) {
+  NextLayerPredictor* predictor = ctx_.predictor;
+  if (predictor == nullptr) return;
+  UnitExperts units = UnitsAt(moe_index);
+  if (moe_index > 0) {
+    predictor->Learn(moe_index - 1, previous_units_, units);
+    predictor->Score(guesses_, used);
+  }
+  guesses_.clear();
+  if (moe_index + 1 < static_cast<int>(c_.moe.layers.size())) {
+    guesses_ = predictor->Predict(moe_index, units, kMinPrefetchProbability);
+    std::vector<ExpertKey> keys;
+    for (int e : guesses_) keys.push_back({c_.moe.layers[moe_index + 1], e});
+    ctx_.cache->Prefetch(keys);
+  }
+  previous_units_ = std::move(units);
+}
+
+// Per routing unit (image, or token with token routing), the experts it
+// used in MoE layer `moe_index`.
+UnitExperts ForwardPass::UnitsAt(int moe_index) const {
+  UnitExperts units;
+  for (int b = 0; b < batch_; ++b) {
+    const LayerRouting& r = results_[b].routing[moe_index];
+    if (c_.moe.routing == Routing::kImage) {
+      std::vector<int>& unit = units.emplace_back();
+      for (const ExpertChoice& c : r.image_choices) unit.push_back(c.expert);
+      continue;
+    }
+    const int k = c_.moe.top_k;
+    for (int t = 0; t < tokens_; ++t) {
+      std::vector<int>& unit = units.emplace_back();
+      for (int i = t * k; i < (t + 1) * k; ++i) {
+        if (r.token_kept[i]) unit.push_back(r.token_choices[i].expert);
+      }
+    }
+  }
+  return units;
 }
 
 std::vector<std::vector<ForwardPass::Assignment>> ForwardPass::Route(

@@ -7,10 +7,12 @@
 #ifndef EDGE_ENGINE_INTERNAL_FORWARD_H_
 #define EDGE_ENGINE_INTERNAL_FORWARD_H_
 
+#include <map>
 #include <vector>
 
 #include "cache/expert_cache.h"
 #include "common/model_manifest.h"
+#include "engine/internal/expert_predictor.h"
 #include "engine/internal/kernels.h"
 #include "engine/internal/model_weights.h"
 #include "engine/vmoe_engine.h"
@@ -44,6 +46,8 @@ struct ForwardContext {
   const ModelWeights* weights;
   Kernels* kernels;
   ExpertCache* cache;
+  NextLayerPredictor* predictor;  // null: no next-layer prefetch.
+  ExpertFailurePolicy failure_policy;
 };
 
 class ForwardPass {
@@ -64,6 +68,18 @@ class ForwardPass {
   void Attention(const BlockWeights& w);
   void Mlp(const BlockWeights& w);
   void Moe(const BlockWeights& w, int block, int moe_index);
+  absl::Status AcquireAndRun(int block, int expert,
+                             const std::vector<Assignment>& rows, int64_t pass);
+  void FailRows(const std::vector<Assignment>& rows,
+                const absl::Status& status);
+  std::vector<int> ChosenExperts(int moe_index, int row) const;
+  void Reroute(int block, int moe_index, int64_t pass,
+               const std::vector<std::vector<Assignment>>& per_expert,
+               std::map<int, absl::Status> failed);
+  void MarkDegraded(const std::vector<Assignment>& rows,
+                    const absl::Status& cause, int block, int substitute);
+  void PredictNextLayer(int moe_index, const std::vector<int>& used);
+  UnitExperts UnitsAt(int moe_index) const;
   // Per expert, the rows routed to it in this layer (and fills routing).
   std::vector<std::vector<Assignment>> Route(const BlockWeights& w,
                                              int moe_index);
@@ -80,6 +96,14 @@ class ForwardPass {
   ExecContext& exec_;
   std::vector<ImageResult> results_;
   int64_t fetch_us_ = 0;
+  // Next-layer prediction state of this batch.
+  UnitExperts previous_units_;
+  std::vector<int> guesses_;
+  // Prefetch an expert of the next layer only if the batch needs it with
+  // at least this probability: a wrong guess costs a load and may evict a
+  // useful expert, a right one saves a load on the critical path, so
+  // guess only when more likely right than wrong.
+  static constexpr double kMinPrefetchProbability = 0.5;
 };
 
 }  // namespace edge::internal
