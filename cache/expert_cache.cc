@@ -192,10 +192,7 @@ absl::StatusOr<ExpertHandle> ExpertCache::AcquireImpl(const ExpertKey& key,
   {
     absl::MutexLock lock(&mu_);
     const auto it = entries_.find(key);
-    if (it != entries_.end()) {
-      RecordAccessLocked(key, it->second->bytes, /*hit=*/true, pass, &evicted);
-      return JoinLocked(key, entries_.at(key).get());
-    }
+    if (it != entries_.end()) return JoinAsHitLocked(key, pass, &evicted);
   }
   // A miss. The sizer is caller code, so it runs unlocked.
   const uint64_t bytes = sizer_(key);
@@ -208,11 +205,16 @@ absl::StatusOr<ExpertHandle> ExpertCache::AcquireImpl(const ExpertKey& key,
   {
     absl::MutexLock lock(&mu_);
     // Another thread may have started this load while we were unlocked.
-    const bool hit = entries_.count(key) != 0;
-    RecordAccessLocked(key, bytes, hit, pass, &evicted);
+    if (entries_.count(key) != 0) return JoinAsHitLocked(key, pass, &evicted);
+    RecordAccessLocked(key, bytes, /*hit=*/false, pass, &evicted);
     for (;;) {
       const auto it = entries_.find(key);
-      if (it != entries_.end()) return JoinLocked(key, it->second.get());
+      if (it != entries_.end()) {
+        // Another thread's load started while we waited for room.
+        --stats_.misses;
+        ++stats_.hits;
+        return JoinLocked(key, it->second.get());
+      }
       if (MakeRoomLocked(bytes, /*speculative=*/false, &evicted)) break;
       changed_.Wait(&mu_);
     }
@@ -278,13 +280,27 @@ std::vector<std::pair<ExpertKey, uint64_t>> ExpertCache::UsageCounts() const {
   return {usage_.begin(), usage_.end()};
 }
 
-absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(const ExpertKey& key,
-                                                     Entry* entry) {
+// Records the access after pinning, so that a resize it triggers cannot
+// evict the expert being returned, and before waiting for a load.
+absl::StatusOr<ExpertHandle> ExpertCache::JoinAsHitLocked(const ExpertKey& key,
+                                                          int64_t pass,
+                                                          Evicted* evicted) {
+  Entry* entry = entries_.at(key).get();
+  const uint64_t bytes = entry->bytes;
+  return JoinLocked(key, entry, [&] {
+    RecordAccessLocked(key, bytes, /*hit=*/true, pass, evicted);
+  });
+}
+
+absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(
+    const ExpertKey& key, Entry* entry,
+    const std::function<void()>& after_pin) {
   if (entry->prefetched) {
     entry->prefetched = false;
     ++stats_.prefetch_used;
   }
   PinLocked(entry);
+  if (after_pin) after_pin();
   if (entry->load == nullptr) return ExpertHandle(this, key, entry->value);
   // Our pin keeps the entry out of the LRU list once it is resident; if the
   // load fails, `entry` is gone and only `load` remains.

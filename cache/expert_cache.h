@@ -212,7 +212,13 @@ class ExpertCache {
   using Evicted = std::vector<std::shared_ptr<CachedExpert>>;
   absl::StatusOr<ExpertHandle> AcquireImpl(const ExpertKey& key, int64_t pass)
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<ExpertHandle> JoinLocked(const ExpertKey& key, Entry* entry)
+  absl::StatusOr<ExpertHandle> JoinAsHitLocked(const ExpertKey& key,
+                                               int64_t pass, Evicted* evicted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `after_pin` runs (locked) once the entry is pinned.
+  absl::StatusOr<ExpertHandle> JoinLocked(
+      const ExpertKey& key, Entry* entry,
+      const std::function<void()>& after_pin = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `speculative`: a prefetch, which only uses free room or evicts
   // unannounced experts, and then only if that makes enough room.
