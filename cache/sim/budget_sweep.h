@@ -46,8 +46,9 @@ absl::StatusOr<std::vector<uint64_t>> ParseBudgets(const std::string& text,
 
 struct SweepOptions {
   std::vector<uint64_t> budgets_bytes;  // each > 0.
-  // The adaptive cache's min_bytes as a fraction of its budget (max_bytes).
-  // 0.25: it may give back up to three quarters of its budget.
+  // The adaptive cache's min_bytes (its floor and starting size) as a
+  // fraction of its budget (max_bytes). 0.25: it may leave three quarters
+  // of the budget unused.
   double adaptive_min_fraction = 0.25;
   // Every other AdaptivePolicy option; max_bytes and min_bytes are set
   // per budget.

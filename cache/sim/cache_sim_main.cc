@@ -26,7 +26,8 @@ ABSL_FLAG(std::string, budget, "",
           "comma-separated budgets: bytes, or % of all distinct expert bytes "
           "in the trace (required), e.g. 10%,25%,50%");
 ABSL_FLAG(double, adaptive_min_fraction, 0.25,
-          "adaptive cache's min_bytes as a fraction of the budget");
+          "adaptive cache's min_bytes (floor and starting size) as a "
+          "fraction of the budget");
 ABSL_FLAG(std::string, json_out, "", "also write the results as JSON here");
 ABSL_FLAG(std::string, plot, "",
           "draw hit rate against budget into this PNG (gnuplot)");
@@ -39,6 +40,27 @@ enum ExitCode : int { kExitOk = 0, kExitFailed = 1, kExitUsage = 2 };
 
 int Fail(const absl::Status& status, int code) {
   std::fprintf(stderr, "cache_sim: %s\n", status.ToString().c_str());
+  return code;
+}
+
+// --json_out and --plot; a missing gnuplot only skips the plot.
+int WriteOutputs(const SweepReport& report) {
+  int code = kExitOk;
+  if (const std::string json = absl::GetFlag(FLAGS_json_out); !json.empty()) {
+    if (absl::Status s = WriteTextFile(json, FormatSweepJson(report));
+        !s.ok()) {
+      code = Fail(s, kExitFailed);
+    }
+  }
+  if (const std::string png = absl::GetFlag(FLAGS_plot); !png.empty()) {
+    const absl::Status s = WriteHitRatePlot(report, png);
+    if (absl::IsFailedPrecondition(s)) {
+      std::fprintf(stderr, "cache_sim: skipping the plot: %s\n",
+                   std::string(s.message()).c_str());
+    } else if (!s.ok()) {
+      code = Fail(s, kExitFailed);
+    }
+  }
   return code;
 }
 
@@ -69,23 +91,7 @@ int Main() {
 
   std::fputs(FormatSweepTable(report, absl::GetFlag(FLAGS_verbose)).c_str(),
              stdout);
-  int code = kExitOk;
-  if (const std::string json = absl::GetFlag(FLAGS_json_out); !json.empty()) {
-    if (absl::Status s = WriteTextFile(json, FormatSweepJson(report));
-        !s.ok()) {
-      code = Fail(s, kExitFailed);
-    }
-  }
-  if (const std::string png = absl::GetFlag(FLAGS_plot); !png.empty()) {
-    const absl::Status s = WriteHitRatePlot(report, png);
-    if (absl::IsFailedPrecondition(s)) {
-      std::fprintf(stderr, "cache_sim: skipping the plot: %s\n",
-                   std::string(s.message()).c_str());
-    } else if (!s.ok()) {
-      code = Fail(s, kExitFailed);
-    }
-  }
-  return code;
+  return WriteOutputs(report);
 }
 
 }  // namespace
