@@ -102,6 +102,14 @@ void AdaptivePolicy::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
   for (const ExpertKey& key : keys) ++announced_[key];
 }
 
+// The automatic step is at least the largest expert seen (a smaller step
+// changes nothing), so it is recomputed when a larger expert appears.
+void AdaptivePolicy::NoteBytes(const ExpertKey& key, uint64_t bytes) {
+  uint64_t& known = bytes_[key];
+  known = std::max(known, bytes);
+  if (options_.step_bytes == 0 && bytes > step_bytes_) RebuildShadows();
+}
+
 void AdaptivePolicy::AddLayer(int layer) {
   layer_order_.insert(
       std::upper_bound(layer_order_.begin(), layer_order_.end(), layer), layer);
@@ -117,8 +125,7 @@ bool AdaptivePolicy::IsAnnounced(const ExpertKey& key) const {
 void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
                                   bool hit) {
   if (passes_.count(key.layer) == 0) AddLayer(key.layer);
-  uint64_t& known_bytes = bytes_[key];
-  known_bytes = std::max(known_bytes, bytes);
+  NoteBytes(key, bytes);
   uint8_t bits = hit ? kRealBit : 0;
   for (size_t s = 0; s < shadows_.size(); ++s) {
     if (shadows_[s]->Access(key, bytes)) bits |= ShadowBit(s);
@@ -172,8 +179,7 @@ void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
 
 void AdaptivePolicy::NoteResident(const ExpertKey& key, uint64_t bytes) {
   if (passes_.count(key.layer) == 0) AddLayer(key.layer);
-  uint64_t& known_bytes = bytes_[key];
-  known_bytes = std::max(known_bytes, bytes);
+  NoteBytes(key, bytes);
   auto [it, inserted] = keys_.try_emplace(key);
   if (!inserted) return;
   it->second.last_pass = passes_[key.layer];

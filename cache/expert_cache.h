@@ -66,11 +66,11 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/access_trace.h"
 #include "cache/adaptive_policy.h"
 #include "cache/expert_key.h"
+#include "common/sync.h"
 
 namespace edge {
 
@@ -259,11 +259,11 @@ class ExpertCache {
   const ExpertLoader loader_;
   const ExpertSizer sizer_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   // Signalled whenever a waiter's condition may have become true: a load
   // finished (its waiters), an expert was unpinned or a failed load freed
   // its reservation (threads waiting for budget).
-  absl::CondVar changed_;
+  CondVar changed_;
   std::unordered_map<ExpertKey, std::unique_ptr<Entry>, ExpertKeyHash> entries_
       ABSL_GUARDED_BY(mu_);
   // Unpinned resident keys (the eviction candidates), in unpin order.
@@ -281,7 +281,7 @@ class ExpertCache {
   // Prefetch pool.
   std::deque<ExpertKey> prefetch_queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::CondVar prefetch_ready_;
+  CondVar prefetch_ready_;
   std::vector<std::thread> prefetch_threads_;
 };
 

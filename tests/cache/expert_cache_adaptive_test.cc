@@ -7,7 +7,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "cache/access_trace.h"
 #include "cache/expert_cache.h"
 #include "gtest/gtest.h"
@@ -69,7 +68,7 @@ TEST(ExpertCacheAdaptiveTest, SpeculativePrefetchNeverEvictsAnnouncedExperts) {
 
 TEST(ExpertCacheAdaptiveTest, FullPrefetchQueueDropsRequests) {
   FakeLoader loader;
-  absl::Notification gate;
+  Notification gate;
   loader.gate = &gate;
   auto cache = MakeCache(10 * kExpertBytes, &loader, WithPrefetch(2));
   cache->Prefetch({{1, 0}});

@@ -10,8 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "common/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/cache/fake_loader.h"
@@ -130,7 +129,7 @@ TEST(ExpertCacheTest, WaitsWhileTheBudgetIsPinnedThenProceeds) {
   absl::StatusOr<ExpertHandle> b = cache->Acquire({0, 1});
   ASSERT_TRUE(a.ok() && b.ok());
 
-  absl::Notification acquired;
+  Notification acquired;
   std::thread waiter([&] {
     EXPECT_TRUE(Touch(cache.get(), {0, 2}));
     acquired.Notify();
@@ -195,7 +194,7 @@ std::vector<absl::StatusOr<ExpertHandle>> AcquireTogether(ExpertCache* cache,
                                                           FakeLoader* loader,
                                                           const ExpertKey& key,
                                                           int threads) {
-  absl::Notification gate;
+  Notification gate;
   loader->gate = &gate;
   std::vector<absl::StatusOr<ExpertHandle>> results;
   for (int t = 0; t < threads; ++t) {

@@ -12,9 +12,8 @@
 #include <thread>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "cache/expert_cache.h"
+#include "common/sync.h"
 #include "gtest/gtest.h"
 
 namespace edge::cache_testing {
@@ -42,7 +41,7 @@ inline const FakeExpert& Fake(const ExpertHandle& handle) {
 class FakeLoader {
  public:
   // Hooks; set before the cache is used.
-  absl::Notification* gate = nullptr;  // loads wait for it
+  Notification* gate = nullptr;  // loads wait for it
   std::function<absl::Status(const ExpertKey&, int load_number)> fail;
   std::function<uint64_t(const ExpertKey&)> size = [](const ExpertKey&) {
     return kExpertBytes;
@@ -54,7 +53,7 @@ class FakeLoader {
   absl::StatusOr<std::shared_ptr<CachedExpert>> Load(const ExpertKey& key) {
     int load_number = 0;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       load_number = ++total_loads_;
       ++loads_[key];
       if (!in_flight_.emplace(key, true).second) concurrent_same_key_ = true;
@@ -62,7 +61,7 @@ class FakeLoader {
     if (gate != nullptr) gate->WaitForNotification();
     absl::Status status = fail ? fail(key, load_number) : absl::OkStatus();
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       in_flight_.erase(key);
     }
     if (throw_error) throw std::runtime_error("disk on fire");
@@ -72,17 +71,17 @@ class FakeLoader {
   }
 
   int loads(const ExpertKey& key) const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const auto it = loads_.find(key);
     return it == loads_.end() ? 0 : it->second;
   }
   bool concurrent_same_key() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return concurrent_same_key_;
   }
 
  private:
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   int total_loads_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<ExpertKey, int> loads_ ABSL_GUARDED_BY(mu_);
   std::map<ExpertKey, bool> in_flight_ ABSL_GUARDED_BY(mu_);
