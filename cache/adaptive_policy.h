@@ -175,6 +175,7 @@ class AdaptivePolicy {
 
   int64_t accesses_ = 0;
   int64_t last_resize_access_ = 0;
+  int grow_streak_ = 0;  // consecutive growths, for the step doubling
   // Per access in the window: bit 0 the real cache's hit, bit 1 + s
   // shadow s's hit. Shadows: [ranking][size], size 0/1/2 = -step/0/+step.
   std::deque<uint8_t> window_;
