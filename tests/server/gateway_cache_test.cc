@@ -199,6 +199,40 @@ TEST(GatewayCacheTest, TraceFileRecordsEveryAccess) {
   EXPECT_EQ(passes.size(), (2 * 2 + 10) * 2u);
 }
 
+// The sizing fields reach the cache: with a 10 MB budget for a working set
+// of four 25 KB experts (one image, sent again and again), the cache gives
+// memory back (a smaller shadow cache loses nothing), logs each resize
+// with its reason and counts it; prefetch_threads=0 turns prefetch off.
+TEST(GatewayCacheTest, ResizesAreLoggedAndCountedAndPrefetchCanBeOff) {
+  Gateway gateway;
+  ASSERT_TRUE(gateway.Start(
+      {"--cache_budget_bytes=10000000", "--cache_min_bytes=1",
+       "--cache_window_accesses=16", "--cache_resize_interval_accesses=16",
+       "--prefetch_threads=0", "--warmup_batches=0"}))
+      << gateway.process().log();
+  ClassifyResponse out;
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(gateway.Classify(7, &out).ok());
+  const std::string m = gateway.Metrics();
+  const double shrinks =
+      MetricValue(m, kCache + std::string("resizes_total"), "\"down\"");
+  EXPECT_GE(shrinks, 1);
+  EXPECT_EQ(MetricValue(m, kCache + std::string("resizes_total"), "\"up\""), 0);
+  EXPECT_LT(MetricValue(m, kCache + std::string("capacity_bytes")), 10000000);
+  EXPECT_EQ(MetricValue(m, kCache + std::string("prefetch_issued_total")), 0);
+  ASSERT_EQ(gateway.process().Stop(SIGTERM), 0);
+  EXPECT_THAT(gateway.process().log(),
+              HasSubstr("expert cache shrank from 10000000 to "));
+  // One log line per resize, each with its reason after the colon.
+  size_t lines = 0;
+  for (size_t at = 0;
+       (at = gateway.process().log().find("expert cache shrank from", at)) !=
+       std::string::npos;
+       ++at) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, shrinks);
+}
+
 // A copy of tiny-image with one expert of its last MoE layer damaged: one
 // that some, not all, of `images` are routed to (found with an in-process
 // engine on the intact copy).
