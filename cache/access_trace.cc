@@ -87,13 +87,13 @@ AccessTraceWriter::AccessTraceWriter(std::string path, std::FILE* file)
 
 AccessTraceWriter::~AccessTraceWriter() {
   (void)Flush();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::fclose(file_);
 }
 
 void AccessTraceWriter::Append(const ExpertAccess& access) {
   const std::string line = FormatAccess(access);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!status_.ok()) return;
   if (std::fputs(line.c_str(), file_) < 0) {
     status_ = absl::DataLossError(absl::StrCat("writing expert trace ", path_,
@@ -104,7 +104,7 @@ void AccessTraceWriter::Append(const ExpertAccess& access) {
 }
 
 absl::Status AccessTraceWriter::Flush() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (status_.ok() && std::fflush(file_) != 0) {
     status_ = absl::DataLossError(absl::StrCat("flushing expert trace ", path_,
                                                ": ", std::strerror(errno)));
@@ -113,7 +113,7 @@ absl::Status AccessTraceWriter::Flush() {
 }
 
 int64_t AccessTraceWriter::appended() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return appended_;
 }
 

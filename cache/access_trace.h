@@ -28,8 +28,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "cache/expert_key.h"
+#include "common/sync.h"
 
 namespace edge {
 
@@ -66,7 +66,7 @@ class AccessTraceWriter {
   AccessTraceWriter(std::string path, std::FILE* file);
 
   const std::string path_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::FILE* file_ ABSL_GUARDED_BY(mu_);
   absl::Status status_ ABSL_GUARDED_BY(mu_);
   int64_t appended_ ABSL_GUARDED_BY(mu_) = 0;

@@ -78,7 +78,8 @@ class AdaptivePolicy::Shadow {
 
 AdaptivePolicy::AdaptivePolicy(const AdaptivePolicyOptions& options)
     : options_(options),
-      capacity_bytes_(options.max_bytes),
+      capacity_bytes_(options.min_bytes == 0 ? options.max_bytes
+                                             : options.min_bytes),
       window_hits_(1 + kRankings * kSizes, 0) {
   assert(options.max_bytes > 0);
   assert(options.min_bytes <= options.max_bytes);

@@ -64,18 +64,20 @@ namespace edge {
 struct AdaptivePolicyOptions {
   // Hard upper limit on the capacity; > 0.
   uint64_t max_bytes = 0;
-  // Lower limit; the cache starts at max_bytes and may shrink to this.
-  // Equal to max_bytes (or 0, read as max_bytes) disables sizing.
+  // Lower limit and starting capacity: the cache grows from here only as
+  // far as the shadows show that memory pays. Equal to max_bytes (or 0,
+  // read as max_bytes) disables sizing.
   uint64_t min_bytes = 0;
   // Resize step; 0 picks max(largest expert seen, max_bytes / 16): one
   // expert is the smallest step that changes anything, 1/16 of the range
   // lets the cache cross it within a few intervals.
   uint64_t step_bytes = 0;
-  // Hit-rate thresholds with a gap between them (hysteresis). 0.5 / 0.9:
-  // below half the misses dominate latency; above 90% the last step of
-  // memory is usually idle.
-  double grow_below = 0.5;
-  double shrink_above = 0.9;
+  // Hit-rate thresholds with a gap between them (hysteresis). 0.8 / 0.95:
+  // an expert load costs several batches' worth of compute on an edge box
+  // (tens of MB from flash), so one miss in five is already the latency
+  // tail; above 95% the last step of memory is usually idle.
+  double grow_below = 0.8;
+  double shrink_above = 0.95;
   // Sliding window of the hit rate, in accesses. 512 is a few dozen
   // batches of a 2-8 layer MoE model: long enough to average over scene
   // changes, short enough to follow drift within seconds.

@@ -101,7 +101,7 @@ ExpertCache::ExpertCache(ExpertCacheOptions options, ExpertLoader loader,
 
 ExpertCache::~ExpertCache() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     prefetch_ready_.SignalAll();
   }
@@ -109,7 +109,7 @@ ExpertCache::~ExpertCache() {
 }
 
 int64_t ExpertCache::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (policy_ != nullptr) policy_->BeginPass(layer, keys);
   // Needed now: ahead of speculative requests, in the pass's order.
   for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
@@ -119,7 +119,7 @@ int64_t ExpertCache::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
 }
 
 void ExpertCache::Prefetch(const std::vector<ExpertKey>& keys) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const ExpertKey& key : keys) QueuePrefetchLocked(key, /*urgent=*/false);
 }
 
@@ -151,7 +151,7 @@ void ExpertCache::PrefetchLoop() {
   for (;;) {
     ExpertKey key;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       while (!stopping_ && prefetch_queue_.empty()) prefetch_ready_.Wait(&mu_);
       if (stopping_) return;
       key = prefetch_queue_.front();
@@ -165,7 +165,7 @@ void ExpertCache::PrefetchOne(const ExpertKey& key) {
   const uint64_t bytes = sizer_(key);
   Evicted evicted;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (entries_.count(key) != 0) return;
     if (options_.budget_bytes > 0 && bytes > options_.budget_bytes) return;
     if (!MakeRoomLocked(bytes, /*speculative=*/true, &evicted)) return;
@@ -190,12 +190,9 @@ absl::StatusOr<ExpertHandle> ExpertCache::AcquireImpl(const ExpertKey& key,
   // Declared before any lock so that evicted experts are freed unlocked.
   Evicted evicted;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     const auto it = entries_.find(key);
-    if (it != entries_.end()) {
-      RecordAccessLocked(key, it->second->bytes, /*hit=*/true, pass, &evicted);
-      return JoinLocked(key, entries_.at(key).get());
-    }
+    if (it != entries_.end()) return JoinAsHitLocked(key, pass, &evicted);
   }
   // A miss. The sizer is caller code, so it runs unlocked.
   const uint64_t bytes = sizer_(key);
@@ -206,13 +203,18 @@ absl::StatusOr<ExpertHandle> ExpertCache::AcquireImpl(const ExpertKey& key,
                      options_.budget_bytes));
   }
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     // Another thread may have started this load while we were unlocked.
-    const bool hit = entries_.count(key) != 0;
-    RecordAccessLocked(key, bytes, hit, pass, &evicted);
+    if (entries_.count(key) != 0) return JoinAsHitLocked(key, pass, &evicted);
+    RecordAccessLocked(key, bytes, /*hit=*/false, pass, &evicted);
     for (;;) {
       const auto it = entries_.find(key);
-      if (it != entries_.end()) return JoinLocked(key, it->second.get());
+      if (it != entries_.end()) {
+        // Another thread's load started while we waited for room.
+        --stats_.misses;
+        ++stats_.hits;
+        return JoinLocked(key, it->second.get());
+      }
       if (MakeRoomLocked(bytes, /*speculative=*/false, &evicted)) break;
       changed_.Wait(&mu_);
     }
@@ -243,7 +245,7 @@ void ExpertCache::RecordAccessLocked(const ExpertKey& key, uint64_t bytes,
 void ExpertCache::NotifyResizes() {
   std::vector<ResizeEvent> events;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (pending_resizes_.empty()) return;
     events.swap(pending_resizes_);
   }
@@ -257,7 +259,7 @@ int ExpertCache::Warm(const std::vector<ExpertKey>& keys) {
   for (const ExpertKey& key : keys) {
     const uint64_t bytes = sizer_(key);
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (entries_.count(key) != 0) {
         ++resident;
         continue;
@@ -274,17 +276,31 @@ int ExpertCache::Warm(const std::vector<ExpertKey>& keys) {
 }
 
 std::vector<std::pair<ExpertKey, uint64_t>> ExpertCache::UsageCounts() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return {usage_.begin(), usage_.end()};
 }
 
-absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(const ExpertKey& key,
-                                                     Entry* entry) {
+// Records the access after pinning, so that a resize it triggers cannot
+// evict the expert being returned, and before waiting for a load.
+absl::StatusOr<ExpertHandle> ExpertCache::JoinAsHitLocked(const ExpertKey& key,
+                                                          int64_t pass,
+                                                          Evicted* evicted) {
+  Entry* entry = entries_.at(key).get();
+  const uint64_t bytes = entry->bytes;
+  return JoinLocked(key, entry, [&] {
+    RecordAccessLocked(key, bytes, /*hit=*/true, pass, evicted);
+  });
+}
+
+absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(
+    const ExpertKey& key, Entry* entry,
+    const std::function<void()>& after_pin) {
   if (entry->prefetched) {
     entry->prefetched = false;
     ++stats_.prefetch_used;
   }
   PinLocked(entry);
+  if (after_pin) after_pin();
   if (entry->load == nullptr) return ExpertHandle(this, key, entry->value);
   // Our pin keeps the entry out of the LRU list once it is resident; if the
   // load fails, `entry` is gone and only `load` remains.
@@ -387,7 +403,7 @@ absl::StatusOr<std::shared_ptr<CachedExpert>> ExpertCache::CallLoader(
 absl::StatusOr<ExpertHandle> ExpertCache::Load(const ExpertKey& key,
                                                uint64_t bytes) {
   absl::StatusOr<std::shared_ptr<CachedExpert>> value = CallLoader(key, bytes);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return FinishLoadLocked(key, std::move(value));
 }
 
@@ -437,7 +453,7 @@ void ExpertCache::PinLocked(Entry* entry) {
 }
 
 void ExpertCache::Release(const ExpertKey& key) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Entry* entry = entries_.at(key).get();
   if (--entry->pins > 0) return;
   entry->lru_position = lru_.insert(lru_.end(), key);
@@ -448,7 +464,7 @@ void ExpertCache::Release(const ExpertKey& key) {
 }
 
 ExpertCacheStats ExpertCache::stats() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   ExpertCacheStats stats = stats_;
   if (policy_ != nullptr) stats.window_hit_rate = policy_->window_hit_rate();
   return stats;

@@ -66,11 +66,11 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/access_trace.h"
 #include "cache/adaptive_policy.h"
 #include "cache/expert_key.h"
+#include "common/sync.h"
 
 namespace edge {
 
@@ -212,7 +212,13 @@ class ExpertCache {
   using Evicted = std::vector<std::shared_ptr<CachedExpert>>;
   absl::StatusOr<ExpertHandle> AcquireImpl(const ExpertKey& key, int64_t pass)
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<ExpertHandle> JoinLocked(const ExpertKey& key, Entry* entry)
+  absl::StatusOr<ExpertHandle> JoinAsHitLocked(const ExpertKey& key,
+                                               int64_t pass, Evicted* evicted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `after_pin` runs (locked) once the entry is pinned.
+  absl::StatusOr<ExpertHandle> JoinLocked(
+      const ExpertKey& key, Entry* entry,
+      const std::function<void()>& after_pin = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `speculative`: a prefetch, which only uses free room or evicts
   // unannounced experts, and then only if that makes enough room.
@@ -253,11 +259,11 @@ class ExpertCache {
   const ExpertLoader loader_;
   const ExpertSizer sizer_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   // Signalled whenever a waiter's condition may have become true: a load
   // finished (its waiters), an expert was unpinned or a failed load freed
   // its reservation (threads waiting for budget).
-  absl::CondVar changed_;
+  CondVar changed_;
   std::unordered_map<ExpertKey, std::unique_ptr<Entry>, ExpertKeyHash> entries_
       ABSL_GUARDED_BY(mu_);
   // Unpinned resident keys (the eviction candidates), in unpin order.
@@ -275,7 +281,7 @@ class ExpertCache {
   // Prefetch pool.
   std::deque<ExpertKey> prefetch_queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::CondVar prefetch_ready_;
+  CondVar prefetch_ready_;
   std::vector<std::thread> prefetch_threads_;
 };
 

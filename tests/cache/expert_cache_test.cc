@@ -10,112 +10,22 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "common/sync.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/cache/fake_loader.h"
 
 namespace edge {
 namespace {
 
+using cache_testing::Eventually;
+using cache_testing::Fake;
+using cache_testing::FakeLoader;
+using cache_testing::kExpertBytes;
+using cache_testing::MakeCache;
+using cache_testing::Touch;
+
 using ::testing::HasSubstr;
-
-constexpr uint64_t kExpertBytes = 100;
-
-class FakeExpert : public CachedExpert {
- public:
-  FakeExpert(ExpertKey key, uint64_t bytes) : key_(key), bytes_(bytes) {}
-  uint64_t bytes() const override { return bytes_; }
-  const ExpertKey& key() const { return key_; }
-
- private:
-  const ExpertKey key_;
-  const uint64_t bytes_;
-};
-
-const FakeExpert& Fake(const ExpertHandle& handle) {
-  return static_cast<const FakeExpert&>(handle.value());
-}
-
-// The cache's loader and sizer, with hooks to fail, block or misbehave.
-// Counts loads per key and records a second load of a key that is still
-// loading, which single-flight loading forbids. Thread-safe.
-class FakeLoader {
- public:
-  // Hooks; set before the cache is used.
-  absl::Notification* gate = nullptr;  // loads wait for it
-  std::function<absl::Status(const ExpertKey&, int load_number)> fail;
-  std::function<uint64_t(const ExpertKey&)> size = [](const ExpertKey&) {
-    return kExpertBytes;
-  };
-  uint64_t extra_bytes = 0;  // returned beyond what the sizer announced
-  bool return_null = false;
-  bool throw_error = false;
-
-  absl::StatusOr<std::shared_ptr<CachedExpert>> Load(const ExpertKey& key) {
-    int load_number = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      load_number = ++total_loads_;
-      ++loads_[key];
-      if (!in_flight_.emplace(key, true).second) concurrent_same_key_ = true;
-    }
-    if (gate != nullptr) gate->WaitForNotification();
-    absl::Status status = fail ? fail(key, load_number) : absl::OkStatus();
-    {
-      absl::MutexLock lock(&mu_);
-      in_flight_.erase(key);
-    }
-    if (throw_error) throw std::runtime_error("disk on fire");
-    if (!status.ok()) return status;
-    if (return_null) return std::shared_ptr<CachedExpert>();
-    return std::make_shared<FakeExpert>(key, size(key) + extra_bytes);
-  }
-
-  int loads(const ExpertKey& key) const {
-    absl::MutexLock lock(&mu_);
-    const auto it = loads_.find(key);
-    return it == loads_.end() ? 0 : it->second;
-  }
-  bool concurrent_same_key() const {
-    absl::MutexLock lock(&mu_);
-    return concurrent_same_key_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  int total_loads_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<ExpertKey, int> loads_ ABSL_GUARDED_BY(mu_);
-  std::map<ExpertKey, bool> in_flight_ ABSL_GUARDED_BY(mu_);
-  bool concurrent_same_key_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-std::unique_ptr<ExpertCache> MakeCache(uint64_t budget_bytes,
-                                       FakeLoader* loader) {
-  ExpertCacheOptions options;
-  options.budget_bytes = budget_bytes;
-  absl::StatusOr<std::unique_ptr<ExpertCache>> cache = ExpertCache::Create(
-      options, [loader](const ExpertKey& key) { return loader->Load(key); },
-      [loader](const ExpertKey& key) { return loader->size(key); });
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  return *std::move(cache);
-}
-
-// Acquires and at once releases `key`; true if it succeeded.
-bool Touch(ExpertCache* cache, const ExpertKey& key) {
-  absl::StatusOr<ExpertHandle> handle = cache->Acquire(key);
-  return handle.ok() && Fake(*handle).key() == key;
-}
-
-// Polls `condition` for up to 10 s; for states another thread reaches.
-template <typename Condition>
-bool Eventually(Condition condition) {
-  for (int i = 0; i < 10000; ++i) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return false;
-}
 
 TEST(ExpertCacheTest, CreateNeedsLoaderAndSizer) {
   auto sizer = [](const ExpertKey&) { return kExpertBytes; };
@@ -219,7 +129,7 @@ TEST(ExpertCacheTest, WaitsWhileTheBudgetIsPinnedThenProceeds) {
   absl::StatusOr<ExpertHandle> b = cache->Acquire({0, 1});
   ASSERT_TRUE(a.ok() && b.ok());
 
-  absl::Notification acquired;
+  Notification acquired;
   std::thread waiter([&] {
     EXPECT_TRUE(Touch(cache.get(), {0, 2}));
     acquired.Notify();
@@ -284,7 +194,7 @@ std::vector<absl::StatusOr<ExpertHandle>> AcquireTogether(ExpertCache* cache,
                                                           FakeLoader* loader,
                                                           const ExpertKey& key,
                                                           int threads) {
-  absl::Notification gate;
+  Notification gate;
   loader->gate = &gate;
   std::vector<absl::StatusOr<ExpertHandle>> results;
   for (int t = 0; t < threads; ++t) {

@@ -4,6 +4,7 @@
 // cannot: failure isolation, batch independence and the bounded cache.
 #include "engine/vmoe_engine.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -132,6 +133,69 @@ TEST(VmoeEngineTest, MissingExpertFailsOnlyImagesRoutedToIt) {
   CheckExpertFailureIsIsolated(
       [](const std::string& path) { fs::remove(path); },
       absl::StatusCode::kNotFound);
+}
+
+// With ExpertFailurePolicy::kReroute the images routed to a corrupt expert
+// are answered by a substitute, flagged degraded with the file named; the
+// others are untouched.
+TEST(VmoeEngineTest, RerouteServesImagesOfAFailedExpertDegraded) {
+  TempDir tmp;
+  const std::string dir = tmp.Join("model");
+  fs::copy(ModelDir("tiny-image"), dir, fs::copy_options::recursive);
+  auto intact = CreateOrDie(dir);
+  ASSERT_NE(intact, nullptr);
+  constexpr int kBatch = 8;
+  const auto images = RandomImages(intact->config(), kBatch, 7);
+  const auto want = RunOrDie(*intact, images, kBatch);
+  const int layer = intact->config().moe.layers.back();
+  const int victim = want[0].routing.back().image_choices[0].expert;
+  const std::string file = intact->manifest().ExpertFile(layer, victim);
+  fs::remove(intact->manifest().PathOf(file));
+
+  EngineOptions options;
+  options.expert_failure_policy = ExpertFailurePolicy::kReroute;
+  auto damaged = CreateOrDie(dir, options);
+  ASSERT_NE(damaged, nullptr);
+  const auto got = RunOrDie(*damaged, images, kBatch);
+  for (int b = 0; b < kBatch; ++b) {
+    ASSERT_TRUE(got[b].status.ok()) << got[b].status;
+    bool routed_to_victim = false;
+    std::vector<int> chosen;
+    for (const ExpertChoice& c : want[b].routing.back().image_choices) {
+      routed_to_victim |= c.expert == victim;
+      chosen.push_back(c.expert);
+    }
+    EXPECT_EQ(got[b].degraded, routed_to_victim) << "image " << b;
+    if (!routed_to_victim) {
+      ExpectSameLogits(got[b], want[b]);
+      continue;
+    }
+    EXPECT_THAT(got[b].degraded_reason, HasSubstr(file));
+    // The substitute is an expert the image had not chosen.
+    const size_t at = got[b].degraded_reason.rfind("rerouted to expert ");
+    ASSERT_NE(at, std::string::npos);
+    const int substitute = std::stoi(got[b].degraded_reason.substr(at + 19));
+    EXPECT_EQ(std::count(chosen.begin(), chosen.end(), substitute), 0);
+    ASSERT_EQ(got[b].logits.size(), want[b].logits.size());
+    EXPECT_NE(got[b].logits, want[b].logits);
+  }
+}
+
+// Two MoE layers with image routing: after a warm-up the next-layer
+// predictor makes guesses, and they are scored against what was used.
+TEST(VmoeEngineTest, NextLayerPredictionsAreMadeAndScored) {
+  EngineOptions options;
+  options.cache.prefetch_threads = 1;
+  auto engine = CreateOrDie(ModelDir("tiny-image"), options);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_GE(engine->config().moe.layers.size(), 2u);
+  const auto images = RandomImages(engine->config(), 8, 11);
+  for (int i = 0; i < 12; ++i) RunOrDie(*engine, images, 8);
+  const VmoeEngine::PrefetchPredictionStats s = engine->prediction_stats();
+  EXPECT_GT(s.next_layer_experts, 0u);
+  EXPECT_GT(s.guesses, 0u);
+  // The same images every time: a learned predictor must be mostly right.
+  EXPECT_GT(static_cast<double>(s.guesses_used) / s.guesses, 0.5);
 }
 
 // Token routing is per image (MODEL_SPEC), so an image's answer must not
