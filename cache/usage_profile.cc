@@ -202,21 +202,22 @@ UsageProfileRecorder::~UsageProfileRecorder() { Stop().IgnoreError(); }
 
 absl::Status UsageProfileRecorder::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return absl::OkStatus();
     stopped_ = true;
+    stop_.SignalAll();
   }
   if (thread_.joinable()) thread_.join();
   return WriteNow();
 }
 
 absl::Status UsageProfileRecorder::WriteNow() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return WriteLocked();
 }
 
 int64_t UsageProfileRecorder::writes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return writes_;
 }
 
@@ -230,10 +231,10 @@ absl::Status UsageProfileRecorder::WriteLocked() {
 }
 
 void UsageProfileRecorder::Loop() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (;;) {
-    // Wakes early only to stop.
-    mu_.AwaitWithTimeout(absl::Condition(&stopped_), options_.interval);
+    // Wakes early to stop (or spuriously: then it writes a little early).
+    if (!stopped_) stop_.WaitWithTimeout(&mu_, options_.interval);
     if (stopped_) return;
     absl::Status status = WriteLocked();
     if (!status.ok() && options_.on_error) options_.on_error(status);

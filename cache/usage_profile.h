@@ -34,9 +34,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/expert_key.h"
+#include "common/sync.h"
 
 namespace edge {
 
@@ -110,7 +110,8 @@ class UsageProfileRecorder {
 
   // Held while writing, so writes (the thread's, WriteNow's, Stop's) never
   // share the temporary file.
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
+  CondVar stop_;  // signalled when stopped_ turns true.
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   int64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
