@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/vmoe_engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -132,13 +133,18 @@ TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
 TEST(ServerConfigTest, ExpertCacheFieldsDefaultParseAndValidate) {
   ServerConfig c = DefaultServerConfig();
   c.set_model_dir("/m");
-  EXPECT_EQ(c.cache_min_bytes(), 0u);
-  EXPECT_EQ(c.cache_grow_below(), 0.5);
-  EXPECT_EQ(c.cache_shrink_above(), 0.9);
-  EXPECT_EQ(c.cache_window_accesses(), 512);
-  EXPECT_EQ(c.cache_resize_interval_accesses(), 256);
-  EXPECT_EQ(c.prefetch_threads(), 1);
-  EXPECT_TRUE(c.prefetch_next_layer());
+  // The schema's defaults are the components' own.
+  const EngineOptions engine;
+  const AdaptivePolicyOptions& policy = engine.cache.policy;
+  EXPECT_EQ(c.cache_min_bytes(), policy.min_bytes);
+  EXPECT_EQ(c.cache_grow_below(), policy.grow_below);
+  EXPECT_EQ(c.cache_shrink_above(), policy.shrink_above);
+  EXPECT_EQ(c.cache_window_accesses(), policy.window_accesses);
+  EXPECT_EQ(c.cache_resize_interval_accesses(),
+            policy.resize_interval_accesses);
+  EXPECT_EQ(c.prefetch_threads(), engine.cache.prefetch_threads);
+  EXPECT_EQ(c.prefetch_next_layer(), engine.prefetch_next_layer);
+  EXPECT_EQ(engine.expert_failure_policy, ExpertFailurePolicy::kFail);
   EXPECT_EQ(c.expert_failure_policy(), "fail");
   EXPECT_EQ(c.cache_profile(), "");
   EXPECT_EQ(c.cache_profile_interval_s(), 60);
