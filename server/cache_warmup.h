@@ -6,10 +6,13 @@
 // before health turns SERVING, WarmCacheFromProfile() reads the profile
 // and loads its most used experts, as many as the cache's capacity takes
 // without evicting (ExpertCache::Warm), and logs how many experts and
-// bytes that was and how long it took. A missing profile (first run) is
-// normal; an unreadable or corrupt one, or one written for another model,
-// is logged and ignored: the gateway starts anyway, cold, and the next
-// write replaces the file.
+// bytes that was and how long it took. It runs after the warm-up batches
+// because they would evict what it loaded (those experts are the least
+// recently used); the batches' own experts take part of the capacity
+// instead, which warmup_batches=0 avoids when the budget is tight. A missing
+// profile (first run) is normal; an unreadable or corrupt one, or one written
+// for another model, is logged and ignored: the gateway starts anyway, cold,
+// and the next write replaces the file.
 //
 // Serving: RecordCacheProfile() starts a UsageProfileRecorder that writes
 // decay * (the counts loaded at start) + (the acquires since it started)

@@ -4,10 +4,12 @@
 //
 // Configuration (server/config.h): schema defaults < config file <
 // EDGE_GATEWAY_* environment < flags. Start-up: read the TLS files if any
-// (server/server_credentials.h), load and verify the model, warm up (health
-// NOT_SERVING until then), serve. SIGTERM/SIGINT: health
-// NOT_SERVING, new requests UNAVAILABLE, admitted ones finish within
-// drain_timeout_ms, exit 0.
+// (server/server_credentials.h), open the expert trace if any, load and
+// verify the model, warm up: batches, then the expert cache from the usage
+// profile (server/cache_warmup.h) (health NOT_SERVING until then), serve.
+// SIGTERM/SIGINT: health NOT_SERVING, new requests UNAVAILABLE, admitted
+// ones finish within drain_timeout_ms, the profile and trace are written,
+// exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
