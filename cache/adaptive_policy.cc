@@ -28,6 +28,8 @@ constexpr double kPriorSmoothing = 0.1;
 // The leader changes only when the other ranking leads by more than this
 // fraction of the window, so near-ties do not flip it every access.
 constexpr double kLeaderMargin = 0.01;
+// Growth steps double per consecutive growth up to 1 << this.
+constexpr int kMaxGrowShift = 2;
 
 }  // namespace
 
@@ -102,6 +104,14 @@ void AdaptivePolicy::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
   for (const ExpertKey& key : keys) ++announced_[key];
 }
 
+// The automatic step is at least the largest expert seen (a smaller step
+// changes nothing), so it is recomputed when a larger expert appears.
+void AdaptivePolicy::NoteBytes(const ExpertKey& key, uint64_t bytes) {
+  uint64_t& known = bytes_[key];
+  known = std::max(known, bytes);
+  if (options_.step_bytes == 0 && bytes > step_bytes_) RebuildShadows();
+}
+
 void AdaptivePolicy::AddLayer(int layer) {
   layer_order_.insert(
       std::upper_bound(layer_order_.begin(), layer_order_.end(), layer), layer);
@@ -117,8 +127,7 @@ bool AdaptivePolicy::IsAnnounced(const ExpertKey& key) const {
 void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
                                   bool hit) {
   if (passes_.count(key.layer) == 0) AddLayer(key.layer);
-  uint64_t& known_bytes = bytes_[key];
-  known_bytes = std::max(known_bytes, bytes);
+  NoteBytes(key, bytes);
   uint8_t bits = hit ? kRealBit : 0;
   for (size_t s = 0; s < shadows_.size(); ++s) {
     if (shadows_[s]->Access(key, bytes)) bits |= ShadowBit(s);
@@ -160,20 +169,29 @@ void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
   }
 
   if (!options_.adaptive_ranking) return;
-  const int lru = WindowHits(ShadowIndex(Ranking::kLru, kCurrent));
-  const int reuse = WindowHits(ShadowIndex(Ranking::kReuse, kCurrent));
+  // Hits at the current size decide; on a tie (e.g. both 0 in a loop one
+  // expert too large) the hits one step larger, where the better ranking
+  // shows first.
+  const auto score = [this](Ranking r) {
+    return std::make_pair(WindowHits(ShadowIndex(r, kCurrent)),
+                          WindowHits(ShadowIndex(r, kLarger)));
+  };
+  const auto lru = score(Ranking::kLru), reuse = score(Ranking::kReuse);
   const int margin = static_cast<int>(kLeaderMargin * window_.size());
-  if (leader_ == Ranking::kReuse && lru > reuse + margin) {
+  const auto ahead = [margin](std::pair<int, int> a, std::pair<int, int> b) {
+    return a.first > b.first + margin ||
+           (a.first == b.first && a.second > b.second + margin);
+  };
+  if (leader_ == Ranking::kReuse && ahead(lru, reuse)) {
     leader_ = Ranking::kLru;
-  } else if (leader_ == Ranking::kLru && reuse > lru + margin) {
+  } else if (leader_ == Ranking::kLru && ahead(reuse, lru)) {
     leader_ = Ranking::kReuse;
   }
 }
 
 void AdaptivePolicy::NoteResident(const ExpertKey& key, uint64_t bytes) {
   if (passes_.count(key.layer) == 0) AddLayer(key.layer);
-  uint64_t& known_bytes = bytes_[key];
-  known_bytes = std::max(known_bytes, bytes);
+  NoteBytes(key, bytes);
   auto [it, inserted] = keys_.try_emplace(key);
   if (!inserted) return;
   it->second.last_pass = passes_[key.layer];
@@ -244,24 +262,34 @@ std::optional<ResizeEvent> AdaptivePolicy::MaybeResize() {
   // Shadow hits count only since the last resize (RebuildShadows clears
   // them), so `since` bounds the sample.
   const double sample = static_cast<double>(std::min<int64_t>(since, window));
-  const double gain = (WindowHits(ShadowIndex(leader_, kLarger)) -
-                       WindowHits(ShadowIndex(leader_, kCurrent))) /
-                      sample;
-  const double loss = (WindowHits(ShadowIndex(leader_, kCurrent)) -
-                       WindowHits(ShadowIndex(leader_, kSmaller))) /
-                      sample;
+  // What a resize would buy or cost with the better ranking at each size
+  // (the leader follows within a window).
+  const auto best = [this](int size) {
+    return std::max(WindowHits(ShadowIndex(Ranking::kLru, size)),
+                    options_.adaptive_ranking
+                        ? WindowHits(ShadowIndex(Ranking::kReuse, size))
+                        : 0);
+  };
+  const double gain = (best(kLarger) - best(kCurrent)) / sample;
+  const double loss = (best(kCurrent) - best(kSmaller)) / sample;
   const double hit_rate = window_hit_rate();
   ResizeEvent event;
   event.access_index = accesses_;
   event.from_bytes = capacity_bytes_;
   if (hit_rate < options_.grow_below && capacity_bytes_ < options_.max_bytes &&
       gain >= options_.min_gain) {
+    // Consecutive growths double the step (up to 4x), so a cache that
+    // starts small reaches a large working set in a few intervals instead
+    // of losing hits for one interval per step.
+    const uint64_t steps = uint64_t{1} << std::min(grow_streak_, kMaxGrowShift);
     event.to_bytes =
-        std::min(options_.max_bytes, capacity_bytes_ + step_bytes_);
+        std::min(options_.max_bytes, capacity_bytes_ + steps * step_bytes_);
     event.reason = absl::StrFormat(
-        "hit rate %.3f < grow_below %.3f and +%d bytes would add %.1f%% hits",
-        hit_rate, options_.grow_below, event.to_bytes - event.from_bytes,
-        100 * gain);
+        "hit rate %.3f < grow_below %.3f and one step (%d bytes) more would "
+        "add %.1f%% hits; growing %d bytes",
+        hit_rate, options_.grow_below, step_bytes_, 100 * gain,
+        event.to_bytes - event.from_bytes);
+    ++grow_streak_;
   } else if (hit_rate > options_.shrink_above && capacity_bytes_ > min_bytes &&
              loss <= options_.max_loss) {
     event.to_bytes = std::max(
@@ -271,7 +299,9 @@ std::optional<ResizeEvent> AdaptivePolicy::MaybeResize() {
         "hits",
         hit_rate, options_.shrink_above, event.from_bytes - event.to_bytes,
         100 * loss);
+    grow_streak_ = 0;
   } else {
+    grow_streak_ = 0;
     return std::nullopt;
   }
   capacity_bytes_ = event.to_bytes;

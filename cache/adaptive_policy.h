@@ -72,12 +72,13 @@ struct AdaptivePolicyOptions {
   // expert is the smallest step that changes anything, 1/16 of the range
   // lets the cache cross it within a few intervals.
   uint64_t step_bytes = 0;
-  // Hit-rate thresholds with a gap between them (hysteresis). 0.8 / 0.95:
-  // an expert load costs several batches' worth of compute on an edge box
-  // (tens of MB from flash), so one miss in five is already the latency
-  // tail; above 95% the last step of memory is usually idle.
-  double grow_below = 0.8;
-  double shrink_above = 0.95;
+  // Hit-rate thresholds with a gap between them (hysteresis). 0.95 /
+  // 0.98: an expert load costs several batches' worth of compute on an
+  // edge box (tens of MB from flash), so while memory up to max_bytes
+  // still buys hits it is worth taking; above 98% the last step of memory
+  // is usually idle.
+  double grow_below = 0.95;
+  double shrink_above = 0.98;
   // Sliding window of the hit rate, in accesses. 512 is a few dozen
   // batches of a 2-8 layer MoE model: long enough to average over scene
   // changes, short enough to follow drift within seconds.
@@ -85,9 +86,11 @@ struct AdaptivePolicyOptions {
   // Minimum accesses between two resizes, so the shadows of the new size
   // have seen enough traffic before the next decision.
   int resize_interval_accesses = 256;
-  // Growth must buy at least this fraction of the window in extra hits
-  // (2%: below that the memory costs more than the loads it saves).
-  double min_gain = 0.02;
+  // Growth must buy at least this fraction of the window in extra hits.
+  // 0.5%: a step of one expert in a loop over 64 experts (vmoe-s32-e32)
+  // buys 1/64 = 1.6%; compulsory misses and a working set beyond reach
+  // buy exactly 0, so the threshold only has to clear sampling noise.
+  double min_gain = 0.005;
   // Shrinking may lose at most this fraction of the window (0.5%).
   double max_loss = 0.005;
   // false: rank by LRU only (no reuse prediction, no shadows to follow).
@@ -150,6 +153,7 @@ class AdaptivePolicy {
   std::pair<double, int64_t> EvictionRank(Ranking ranking,
                                           const ExpertKey& key) const;
   void AddLayer(int layer);
+  void NoteBytes(const ExpertKey& key, uint64_t bytes);
   void RebuildShadows();
   int WindowHits(int shadow) const;
 
@@ -171,6 +175,7 @@ class AdaptivePolicy {
 
   int64_t accesses_ = 0;
   int64_t last_resize_access_ = 0;
+  int grow_streak_ = 0;  // consecutive growths, for the step doubling
   // Per access in the window: bit 0 the real cache's hit, bit 1 + s
   // shadow s's hit. Shadows: [ranking][size], size 0/1/2 = -step/0/+step.
   std::deque<uint8_t> window_;

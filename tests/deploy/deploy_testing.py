@@ -36,14 +36,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_gateway(binary, model_dir, log_path, extra_args=(), timeout_s=30):
+def start_gateway(binary, model_dir, log_path, extra_args=(), timeout_s=30,
+                  omp_threads=1):
     """Starts edge_gateway on 127.0.0.1 (ports 0) and waits for its serving
     line. Returns (process, grpc_port, metrics_port); raises TestFailure,
     with the log, if it exits or stays silent.
 
-    oneDNN gets one OpenMP thread: the test models are tiny, and OpenMP
-    threads spinning at barriers on a shared 2-core machine (other tests,
-    the client) turn into latency spikes of tens of milliseconds."""
+    oneDNN gets one OpenMP thread by default: the test models are tiny, and
+    OpenMP threads spinning at barriers on a shared 2-core machine (other
+    tests, the client) turn into latency spikes of tens of milliseconds.
+    Benchmarks pass omp_threads=None to leave OpenMP's default (all cores)."""
     log_path = Path(log_path)
     log = open(log_path, "w")
     process = subprocess.Popen(
@@ -51,7 +53,8 @@ def start_gateway(binary, model_dir, log_path, extra_args=(), timeout_s=30):
          "--listen_address", "127.0.0.1:0",
          "--metrics_address", "127.0.0.1:0", *extra_args],
         stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ,
+             **({"OMP_NUM_THREADS": str(omp_threads)} if omp_threads else {})})
     log.close()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Load runs that measure the adaptive expert cache through the real gateway
+(issue 4's acceptance figures): prefetch on vs off, warm-up from a usage
+profile vs a cold start, and recording a routing trace for cache_sim.
+
+Each run starts build/server/edge_gateway on 127.0.0.1 with a bounded cache
+and drives it with build/loadtest/edge-loadtest (camera streams of 640x480
+JPEG scenes), reading the loadtest's JSON report.
+
+  /usr/bin/python3 tools/cache_load_runs.py prefetch --model_dir M --budget_fraction 0.25
+  /usr/bin/python3 tools/cache_load_runs.py warmup   --model_dir M --budget_fraction 0.25
+  /usr/bin/python3 tools/cache_load_runs.py trace    --model_dir M --out trace.csv
+
+Cold page cache: with --cold, a background thread asks the kernel every
+--evict_period_ms to drop the expert files' pages (posix_fadvise
+DONTNEED, no root needed), as on an edge box whose RAM cannot keep the
+expert files cached; each expert load then reads from the disk.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "deploy"))
+import deploy_testing as dt  # noqa: E402  (gateway launcher shared with tests)
+
+
+def expert_files(model_dir):
+    return sorted(Path(model_dir, "experts").glob("*.safetensors"))
+
+
+def expert_bytes(model_dir):
+    return sum(f.stat().st_size for f in expert_files(model_dir))
+
+
+class PageCacheEvictor:
+    """Drops the page cache of `files` every `period_s` while running."""
+
+    def __init__(self, files, period_s):
+        self.files, self.period_s = files, period_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            for f in self.files:
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+            self.stop.wait(self.period_s)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def gateway_args(args, budget, extra):
+    return ["--cache_budget_bytes", str(budget),
+            "--max_batch_size", str(args.max_batch_size), *extra]
+
+
+def load(args, port, metrics_port, duration_s, warmup_s, max_requests=0,
+         seed=1):
+    """Runs edge-loadtest; returns its JSON report."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [args.loadtest, "--mode", "stream", "--cameras", args.cameras,
+               "--fps", args.fps, "--duration_s", duration_s,
+               "--warmup_s", warmup_s, "--zipf_alpha", args.zipf_alpha,
+               "--drift_period_s", args.drift_period_s, "--seed", seed,
+               "--target", f"127.0.0.1:{port}", "--metrics_port", metrics_port,
+               "--timeout_ms", 30000, "--json_out", out.name]
+        if max_requests:
+            cmd += ["--max_requests", max_requests]
+        result = dt.run(cmd, timeout_s=float(duration_s) + 120,
+                        echo_stdout=False)
+        dt.check(result.returncode == 0, f"loadtest failed: {result.stderr}")
+        return json.loads(Path(out.name).read_text())
+
+
+def summary(report):
+    lat = report["latency_ms"]
+    return {"ok": report.get("answered_ok"), "throughput": report.get("throughput_ok_per_s"),
+            "p50_ms": lat["p50"], "p99_ms": lat["p99"], "p99_9_ms": lat["p99_9"],
+            "cache_hit_rate": (report.get("server") or {}).get("cache_hit_rate")}
+
+
+def serve(args, budget, extra, log):
+    return dt.start_gateway(args.gateway, args.model_dir, log,
+                            gateway_args(args, budget, extra), timeout_s=300,
+                            omp_threads=None)
+
+
+def run_prefetch(args, budget, workdir):
+    """Alternates prefetch off/on, args.repeats times each."""
+    rows = []
+    files = expert_files(args.model_dir)
+    for repeat in range(args.repeats):
+        for prefetch in (0, 1):
+            extra = ["--prefetch_threads", str(prefetch),
+                     "--prefetch_next_layer", "true" if prefetch else "false"]
+            proc, port, mport = serve(args, budget, extra,
+                                      workdir / f"prefetch{prefetch}-{repeat}.log")
+            try:
+                if args.cold:
+                    with PageCacheEvictor(files, args.evict_period_ms / 1e3):
+                        report = load(args, port, mport, args.duration_s, args.warmup_s)
+                else:
+                    report = load(args, port, mport, args.duration_s, args.warmup_s)
+            finally:
+                dt.stop_process(proc)
+            row = {"prefetch": bool(prefetch), "repeat": repeat, **summary(report)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def run_warmup(args, budget, workdir):
+    """Profile run, then the first N requests cold vs warmed, then the
+    steady state (the same server after those N)."""
+    profile = workdir / "profile.json"
+    proc, port, mport = serve(args, budget, ["--cache_profile", str(profile)],
+                              workdir / "profile-run.log")
+    try:
+        load(args, port, mport, args.duration_s, args.warmup_s)
+    finally:
+        dt.stop_process(proc)
+    dt.check(profile.exists(), "the gateway wrote no profile at shutdown")
+    rows = []
+    for name, extra in (("cold start", []),
+                        ("warmed from profile", ["--cache_profile", str(profile)])):
+        proc, port, mport = serve(args, budget, extra, workdir / f"{name}.log")
+        try:
+            first = load(args, port, mport, args.duration_s, 0,
+                         max_requests=args.first_requests, seed=2)
+            steady = load(args, port, mport, args.duration_s, args.warmup_s, seed=3)
+        finally:
+            dt.stop_process(proc)
+        row = {"start": name,
+               "first_requests": args.first_requests,
+               "first_hit_rate": summary(first)["cache_hit_rate"],
+               "first_p99_ms": summary(first)["p99_ms"],
+               "steady_hit_rate": summary(steady)["cache_hit_rate"],
+               "steady_p99_ms": summary(steady)["p99_ms"]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def run_trace(args, budget, workdir):
+    proc, port, mport = serve(args, budget,
+                              ["--expert_trace_file", str(Path(args.out).resolve())],
+                              workdir / "trace-run.log")
+    try:
+        report = load(args, port, mport, args.duration_s, args.warmup_s)
+    finally:
+        dt.stop_process(proc)
+    print(json.dumps(summary(report)))
+    return [summary(report)]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["prefetch", "warmup", "trace"])
+    p.add_argument("--model_dir", required=True)
+    p.add_argument("--budget_fraction", type=float, default=0.25)
+    p.add_argument("--gateway", default=str(ROOT / "build/server/edge_gateway"))
+    p.add_argument("--loadtest", default=str(ROOT / "build/loadtest/edge-loadtest"))
+    p.add_argument("--cameras", default="8")
+    p.add_argument("--fps", default="2")
+    p.add_argument("--zipf_alpha", default="1.0")
+    p.add_argument("--drift_period_s", default="0")
+    p.add_argument("--max_batch_size", default="8")
+    p.add_argument("--duration_s", default="30")
+    p.add_argument("--warmup_s", default="5")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cold", action="store_true")
+    p.add_argument("--evict_period_ms", type=float, default=100)
+    p.add_argument("--first_requests", type=int, default=1000)
+    p.add_argument("--out", default="trace.csv")
+    p.add_argument("--json_out")
+    args = p.parse_args()
+    budget = int(expert_bytes(args.model_dir) * args.budget_fraction)
+    print(f"expert bytes {expert_bytes(args.model_dir)}, budget {budget}")
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = {"prefetch": run_prefetch, "warmup": run_warmup,
+                  "trace": run_trace}[args.what]
+        rows = runner(args, budget, Path(tmp))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(dt.main_wrapper(main))
