@@ -290,6 +290,11 @@ ClassifyResponse InferencePipeline::BuildResponse(
   if (r.return_logits()) {
     *out.mutable_logits() = {result.logits.begin(), result.logits.end()};
   }
+  if (result.degraded) {
+    out.set_degraded(true);
+    out.set_degraded_reason(result.degraded_reason);
+    if (metrics_ != nullptr) metrics_->RecordDegraded();
+  }
   auto* t = out.mutable_timing();
   t->set_queue_us(batch_start_us - task.admitted_us);
   t->set_decode_us(task.decode_us);

@@ -12,8 +12,9 @@
 // a pipeline thread, with OK and a response or with the request's error:
 // INVALID_ARGUMENT (bad image), DEADLINE_EXCEEDED (deadline passed before
 // compute; the request is not computed), NOT_FOUND / DATA_LOSS (an expert it
-// needs could not be loaded), UNAVAILABLE (drain timeout ran out). Nothing
-// admitted is dropped.
+// needs could not be loaded and the engine's policy is kFail; with kReroute
+// the answer is OK, marked degraded and counted), UNAVAILABLE (drain
+// timeout ran out). Nothing admitted is dropped.
 //
 // max_queue_size bounds the requests admitted and not yet computing
 // (decoding + waiting for a batch): memory stays bounded under any flood,

@@ -4,10 +4,12 @@
 //
 // Configuration (server/config.h): schema defaults < config file <
 // EDGE_GATEWAY_* environment < flags. Start-up: read the TLS files if any
-// (server/server_credentials.h), load and verify the model, warm up (health
-// NOT_SERVING until then), serve. SIGTERM/SIGINT: health
-// NOT_SERVING, new requests UNAVAILABLE, admitted ones finish within
-// drain_timeout_ms, exit 0.
+// (server/server_credentials.h), open the expert trace if any, load and
+// verify the model, warm up: batches, then the expert cache from the usage
+// profile (server/cache_warmup.h) (health NOT_SERVING until then), serve.
+// SIGTERM/SIGINT: health NOT_SERVING, new requests UNAVAILABLE, admitted
+// ones finish within drain_timeout_ms, the profile and trace are written,
+// exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -22,6 +24,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cache/access_trace.h"
+#include "server/cache_warmup.h"
 #include "server/config.h"
 #include "server/gateway_service.h"
 #include "server/server_credentials.h"
@@ -98,6 +102,68 @@ absl::Status WarmUp(VmoeEngine& engine, const ServerConfig& config) {
   return absl::OkStatus();
 }
 
+// The expert cache's fields of `config` (sizing, prefetch, failure policy)
+// into the engine's options; every resize is logged with its reason.
+// `trace` (may be null) records every expert access.
+void ApplyExpertCacheConfig(const ServerConfig& config,
+                            AccessTraceWriter* trace, EngineOptions* options) {
+  ExpertCacheOptions& cache = options->cache;
+  cache.policy.min_bytes = config.cache_min_bytes();
+  cache.policy.grow_below = config.cache_grow_below();
+  cache.policy.shrink_above = config.cache_shrink_above();
+  cache.policy.window_accesses = config.cache_window_accesses();
+  cache.policy.resize_interval_accesses =
+      config.cache_resize_interval_accesses();
+  cache.prefetch_threads = config.prefetch_threads();
+  cache.trace = trace;
+  cache.on_resize = [](const ResizeEvent& e) {
+    Log(absl::StrCat("expert cache ", e.grew() ? "grew" : "shrank", " from ",
+                     e.from_bytes, " to ", e.to_bytes, " bytes after ",
+                     e.access_index, " accesses: ", e.reason));
+  };
+  options->prefetch_next_layer = config.prefetch_next_layer();
+  options->expert_failure_policy = config.expert_failure_policy() == "reroute"
+                                       ? ExpertFailurePolicy::kReroute
+                                       : ExpertFailurePolicy::kFail;
+}
+
+// --expert_trace_file: null when off.
+absl::StatusOr<std::unique_ptr<AccessTraceWriter>> OpenExpertTrace(
+    const ServerConfig& config) {
+  if (config.expert_trace_file().empty()) return nullptr;
+  return AccessTraceWriter::Create(config.expert_trace_file());
+}
+
+// --cache_profile: warms the cache from it, then records into it (null when
+// off). Runs before health turns SERVING.
+absl::StatusOr<std::unique_ptr<UsageProfileRecorder>> StartCacheProfile(
+    const ServerConfig& config, VmoeEngine* engine) {
+  if (config.cache_profile().empty()) return nullptr;
+  UsageProfile previous =
+      WarmCacheFromProfile(config.cache_profile(), *engine, Log);
+  return RecordCacheProfile(config.cache_profile(),
+                            absl::Seconds(config.cache_profile_interval_s()),
+                            std::move(previous), engine, Log);
+}
+
+// At shutdown, after the last request: the profile's final write and the
+// trace's flush. Errors are logged; the exit code stays 0.
+void FinishCacheRecording(UsageProfileRecorder* recorder,
+                          AccessTraceWriter* trace) {
+  if (recorder != nullptr) {
+    const absl::Status s = recorder->Stop();
+    Log(s.ok() ? absl::StrCat("usage profile written (", recorder->writes(),
+                              " writes)")
+               : "usage profile: " + s.ToString());
+  }
+  if (trace != nullptr) {
+    const absl::Status s = trace->Flush();
+    Log(s.ok() ? absl::StrCat("expert trace: ", trace->appended(),
+                              " accesses recorded")
+               : "expert trace: " + s.ToString());
+  }
+}
+
 // After max_connection_age_ms the server sends GOAWAY; calls still running
 // get this long to finish before the connection closes. 10 s covers a full
 // queue of batches (256 requests at ~150 ms per batch of 16 is ~2.4 s) with
@@ -109,9 +175,13 @@ int Serve(const ServerConfig& config) {
   auto credentials = MakeServerCredentials(config);
   if (!credentials.ok()) return Fail(credentials.status());
 
+  // Before the engine: its cache records into the trace from the start.
+  auto trace = OpenExpertTrace(config);
+  if (!trace.ok()) return Fail(trace.status());
   EngineOptions engine_options;
   engine_options.max_batch_size = config.max_batch_size();
   engine_options.cache.budget_bytes = config.cache_budget_bytes();
+  ApplyExpertCacheConfig(config, trace->get(), &engine_options);
   auto engine = VmoeEngine::Create(config.model_dir(), engine_options);
   if (!engine.ok()) return Fail(engine.status());
   const ModelConfig& c = (*engine)->config();
@@ -138,6 +208,12 @@ int Serve(const ServerConfig& config) {
   VmoeEngine* engine_ptr = engine->get();
   metrics_options.cache_stats = [engine_ptr] {
     return engine_ptr->cache_stats();
+  };
+  metrics_options.prediction_stats = [engine_ptr] {
+    const VmoeEngine::PrefetchPredictionStats s =
+        engine_ptr->prediction_stats();
+    return PrefetchPredictionCounts{s.guesses, s.guesses_used,
+                                    s.next_layer_experts};
   };
   auto metrics = GatewayMetrics::Create(metrics_options);
   if (!metrics.ok()) return Fail(metrics.status());
@@ -188,6 +264,8 @@ int Serve(const ServerConfig& config) {
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   if (auto s = WarmUp(**engine, config); !s.ok()) return Fail(s);
+  auto profile_recorder = StartCacheProfile(config, engine_ptr);
+  if (!profile_recorder.ok()) return Fail(profile_recorder.status());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
   Log("transport: " + DescribeTransportSecurity(config));
@@ -217,6 +295,7 @@ int Serve(const ServerConfig& config) {
                        drain_timeout - (absl::Now() - drain_start));
   // Every admitted request is answered; give gRPC a moment to send them.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  FinishCacheRecording(profile_recorder->get(), trace->get());
   Log("stopped");
   return 0;
 }

@@ -6,10 +6,11 @@
 // created once in Create() and its pointer cached, so a recording call is an
 // array index plus one atomic add (counters, gauges) or one short mutex
 // (histograms, summaries). Nothing on the hot path allocates, looks up a
-// name or takes a lock of ours. The expert cache and the process figures
-// are not recorded at all: they are read when Prometheus scrapes, from the
-// `cache_stats` callback and /proc/self, so they are fresh at each scrape
-// and no thread polls.
+// name or takes a lock of ours. The expert cache, the engine's prefetch
+// predictions and the process figures are not recorded at all: they are
+// read when Prometheus scrapes, from the `cache_stats` and
+// `prediction_stats` callbacks and /proc/self, so they are fresh at each
+// scrape and no thread polls.
 //
 // With a non-empty `listen_address`, Create() also starts an HTTP server
 // (civetweb, via prometheus::Exposer) answering GET /metrics. Serialize()
@@ -45,7 +46,8 @@
 //   expert_activations_total          counter   layer, expert  routings
 //     Images (image routing) or tokens (token routing) routed to an expert.
 //   degraded_responses_total          counter   -              answers
-//     Answers served in a degraded way; reserved for a reroute policy.
+//     Answers served with a substitute for an expert that could not be
+//     loaded (expert_failure_policy "reroute"); the response says so.
 //   model_info                        gauge     model, precision, routing
 //     Always 1; the labels name the served model.
 //   expert_cache_hits_total           counter   -              lookups
@@ -61,8 +63,39 @@
 //   expert_cache_hit_ratio            gauge     -              ratio
 //     hits / (hits + misses) since the process started; NaN before the
 //     first lookup. For a recent ratio use rate(hits) / (rate(hits) +
-//     rate(misses)). The expert_cache_* metrics are ExpertCacheStats
+//     rate(misses)).
+//   expert_cache_window_hit_ratio     gauge     -              ratio
+//     The adaptive policy's hit ratio over its last cache_window_accesses
+//     accesses, the figure its sizing acts on; NaN without a budget or
+//     before the first lookup.
+//   expert_cache_capacity_bytes       gauge     -              bytes
+//     What the adaptive cache allows itself now, in [min_bytes, budget];
+//     0 means unbounded.
+//   expert_cache_min_bytes            gauge     -              bytes
+//   expert_cache_resizes_total        counter   direction      resizes
+//     Capacity changes, direction "up" or "down" (each is logged with its
+//     reason).
+//   expert_cache_load_duration_seconds histogram -             seconds
+//     Load (read, verify, prepare) of one expert, successful loads only;
+//     buckets ExpertCacheOptions::load_latency_bounds_ms (0.25 ms .. 1 s).
+//   expert_cache_prefetch_issued_total counter  -              loads
+//     Loads started by the prefetch pool (announced and predicted experts).
+//   expert_cache_prefetch_used_total  counter   -              experts
+//     Prefetched experts acquired before being evicted.
+//   expert_cache_prefetch_wasted_total counter  -              experts
+//     Prefetched experts evicted before any acquire.
+//   expert_cache_prefetch_dropped_total counter -              requests
+//     Prefetch requests dropped because the pool's queue was full.
+//     The expert_cache_* metrics are ExpertCacheStats
 //     (cache/expert_cache.h) as of the scrape; absent without `cache_stats`.
+//   expert_prediction_guesses_total   counter   -              experts
+//     Experts the next-layer predictor guessed (and prefetched).
+//   expert_prediction_guesses_used_total counter -             experts
+//     Guesses the next layer did use: precision = rate(used) /
+//     rate(guesses).
+//   expert_prediction_next_layer_experts_total counter -       experts
+//     Experts the predicted layers used: recall = rate(guesses_used) /
+//     rate(next_layer_experts). Absent without `prediction_stats`.
 //   process_resident_memory_bytes     gauge     -              bytes
 //   process_resident_memory_peak_bytes gauge    -              bytes
 //     VmHWM: the largest resident set so far.
@@ -75,8 +108,9 @@
 //     The process_* metrics are absent if /proc/self cannot be read.
 //
 // Thread-safe: every method may be called from any thread, concurrently with
-// scrapes. `cache_stats` is called from scrape threads (civetweb's and
-// Serialize()'s callers) and must be thread-safe too.
+// scrapes. `cache_stats` and `prediction_stats` are called from scrape
+// threads (civetweb's and Serialize()'s callers) and must be thread-safe
+// too.
 #ifndef EDGE_SERVER_METRICS_H_
 #define EDGE_SERVER_METRICS_H_
 
@@ -105,6 +139,15 @@ namespace internal {
 class ScrapeCollector;
 }  // namespace internal
 
+// The engine's next-layer prefetch predictions so far
+// (VmoeEngine::PrefetchPredictionStats, field for field: declared here so
+// that the metrics library does not link the engine).
+struct PrefetchPredictionCounts {
+  uint64_t guesses = 0;             // experts predicted and prefetched.
+  uint64_t guesses_used = 0;        // of those, used by the next layer.
+  uint64_t next_layer_experts = 0;  // experts the predicted layers used.
+};
+
 struct GatewayMetricsOptions {
   // "host:port" (IPv4; Debian's civetweb has no IPv6) for GET /metrics.
   // Port 0 picks a free port (see bound_port()). "" serves no endpoint.
@@ -132,6 +175,8 @@ struct GatewayMetricsOptions {
 
   // Read at every scrape; may be empty (no expert_cache_* metrics).
   std::function<ExpertCacheStats()> cache_stats;
+  // Read at every scrape; may be empty (no expert_prediction_* metrics).
+  std::function<PrefetchPredictionCounts()> prediction_stats;
 };
 
 class GatewayMetrics {

@@ -1,10 +1,11 @@
 // ScrapeCollector: the metric families GatewayMetrics computes when it is
 // scraped rather than records as things happen: the expert cache's stats
-// (from a callback) and the process's figures (from /proc/self). Reading
+// and the engine's next-layer prediction counts (from callbacks) and the
+// process's figures (from /proc/self). Reading
 // them at scrape time keeps them fresh without a polling thread.
 // Internal to GatewayMetrics (server/metrics.h lists the metrics).
 //
-// Thread-safe if `cache_stats` is: Collect() keeps no state.
+// Thread-safe if the callbacks are: Collect() keeps no state.
 #ifndef EDGE_SERVER_INTERNAL_SCRAPE_COLLECTOR_H_
 #define EDGE_SERVER_INTERNAL_SCRAPE_COLLECTOR_H_
 
@@ -14,21 +15,25 @@
 #include "cache/expert_cache.h"
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
+#include "server/metrics.h"
 
 namespace edge {
 namespace internal {
 
 class ScrapeCollector final : public prometheus::Collectable {
  public:
-  // `cache_stats` may be empty: then no expert_cache_* families.
-  explicit ScrapeCollector(std::function<ExpertCacheStats()> cache_stats);
+  // Either callback may be empty: then no expert_cache_* or no
+  // expert_prediction_* families.
+  ScrapeCollector(std::function<ExpertCacheStats()> cache_stats,
+                  std::function<PrefetchPredictionCounts()> prediction_stats);
 
-  // The cache families, then the process ones (omitted if /proc/self
-  // cannot be read: a scrape must not fail for want of them).
+  // The cache and prediction families, then the process ones (omitted if
+  // /proc/self cannot be read: a scrape must not fail for want of them).
   std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
   const std::function<ExpertCacheStats()> cache_stats_;
+  const std::function<PrefetchPredictionCounts()> prediction_stats_;
 };
 
 }  // namespace internal

@@ -4,8 +4,11 @@
   prometheus_dashboard_test.py --gateway BIN --client BIN --model_dir DIR \
       --dashboard JSON --samples DIR --work_dir DIR
 
-1. Starts edge_gateway on 127.0.0.1 (ports 0) and Debian's Prometheus
-   scraping it every second (a generated config, a fresh TSDB, a free port).
+1. Starts edge_gateway on 127.0.0.1 (ports 0), with an expert cache budget
+   for about half of the model's experts so that the cache panels have
+   data (loads, evictions, prefetch, the sizing window), and Debian's
+   Prometheus scraping it every second (a generated config, a fresh TSDB, a
+   free port).
 2. `promtool check metrics` on a live scrape must report no problem.
 3. Load for LOAD_SECONDS: one ClassifyStream (edge-client stream, open
    loop at STREAM_FPS) plus a unary Classify of every sample each second.
@@ -46,6 +49,11 @@ SCRAPE_SECONDS = 1
 # Grafana's variables, as Grafana would set them for a 1 s scrape interval
 # ($__rate_interval = max(4 x scrape interval, $__interval + scrape
 # interval), rounded up here) and a short dashboard range.
+# tiny-image has 8 experts of 24960 bytes each in the cache (float32 fc1
+# and fc2 in oneDNN's blocked, padded layout): this budget holds 4, so
+# the load keeps loading, prefetching and evicting experts and the
+# adaptive policy has a window (a floor below the budget lets it resize).
+GATEWAY_ARGS = ("--cache_budget_bytes=100000", "--cache_min_bytes=50000")
 GRAFANA_VARIABLES = {
     "$__rate_interval": "10s",
     "$__interval": "2s",
@@ -270,7 +278,8 @@ def test(args):
     gateway = prometheus_process = None
     try:
         gateway, port, metrics_port = start_gateway(
-            args.gateway, args.model_dir, work / "gateway.log")
+            args.gateway, args.model_dir, work / "gateway.log",
+            extra_args=GATEWAY_ARGS)
         prometheus_process, prometheus = start_prometheus(work, metrics_port)
         wait_for_scrapes(prometheus)
         check_promtool(metrics_port, work)

@@ -1,7 +1,11 @@
 #include "server/config.h"
 
+#include <functional>
 #include <map>
+#include <utility>
+#include <vector>
 
+#include "engine/vmoe_engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -124,6 +128,98 @@ TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
   c.set_max_connection_age_ms(-1);
   EXPECT_THAT(ValidateServerConfig(c).message(),
               HasSubstr("max_connection_age_ms"));
+}
+
+TEST(ServerConfigTest, ExpertCacheFieldsDefaultParseAndValidate) {
+  ServerConfig c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  // The schema's defaults are the components' own.
+  const EngineOptions engine;
+  const AdaptivePolicyOptions& policy = engine.cache.policy;
+  EXPECT_EQ(c.cache_min_bytes(), policy.min_bytes);
+  EXPECT_EQ(c.cache_grow_below(), policy.grow_below);
+  EXPECT_EQ(c.cache_shrink_above(), policy.shrink_above);
+  EXPECT_EQ(c.cache_window_accesses(), policy.window_accesses);
+  EXPECT_EQ(c.cache_resize_interval_accesses(),
+            policy.resize_interval_accesses);
+  EXPECT_EQ(c.prefetch_threads(), engine.cache.prefetch_threads);
+  EXPECT_EQ(c.prefetch_next_layer(), engine.prefetch_next_layer);
+  EXPECT_EQ(engine.expert_failure_policy, ExpertFailurePolicy::kFail);
+  EXPECT_EQ(c.expert_failure_policy(), "fail");
+  EXPECT_EQ(c.cache_profile(), "");
+  EXPECT_EQ(c.cache_profile_interval_s(), 60);
+  EXPECT_EQ(c.expert_trace_file(), "");
+  ASSERT_TRUE(SetConfigField("cache_grow_below", "0.25", "flag", &c).ok());
+  EXPECT_EQ(c.cache_grow_below(), 0.25);
+  EXPECT_FALSE(SetConfigField("cache_grow_below", "half", "flag", &c).ok());
+  ASSERT_TRUE(SetConfigField("prefetch_next_layer", "false", "flag", &c).ok());
+  EXPECT_FALSE(c.prefetch_next_layer());
+  ASSERT_TRUE(
+      SetConfigField("expert_failure_policy", "reroute", "flag", &c).ok());
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+}
+
+TEST(ServerConfigTest, ExpertCacheFileFieldsIncludingDoubles) {
+  TempDir tmp;
+  const std::string path = tmp.Join("gateway.json");
+  WriteFileOrDie(path, R"({"cache_shrink_above": 0.95, "cacheGrowBelow": 0,
+                           "cache_profile": "/var/lib/edge/profile.csv",
+                           "prefetch_threads": 0})");
+  ServerConfig c = DefaultServerConfig();
+  ASSERT_TRUE(ApplyConfigFile(path, &c).ok());
+  EXPECT_EQ(c.cache_shrink_above(), 0.95);
+  EXPECT_EQ(c.cache_grow_below(), 0);
+  EXPECT_EQ(c.cache_profile(), "/var/lib/edge/profile.csv");
+  EXPECT_EQ(c.prefetch_threads(), 0);
+}
+
+// Each bad value is INVALID_ARGUMENT and the message names the field.
+TEST(ServerConfigTest, ExpertCacheValidationNamesTheField) {
+  const std::vector<std::pair<std::function<void(ServerConfig*)>, std::string>>
+      cases = {
+          {[](ServerConfig* c) { c->set_cache_min_bytes(1); },
+           "cache_min_bytes needs a cache_budget_bytes"},
+          {[](ServerConfig* c) {
+             c->set_cache_budget_bytes(100);
+             c->set_cache_min_bytes(101);
+           },
+           "cache_min_bytes (101) must be <= cache_budget_bytes (100)"},
+          {[](ServerConfig* c) { c->set_cache_grow_below(1.5); },
+           "cache_grow_below"},
+          {[](ServerConfig* c) { c->set_cache_shrink_above(-0.1); },
+           "cache_shrink_above"},
+          {[](ServerConfig* c) {
+             c->set_cache_grow_below(0.8);
+             c->set_cache_shrink_above(0.7);
+           },
+           "cache_grow_below (0.8) must be <= cache_shrink_above (0.7)"},
+          {[](ServerConfig* c) { c->set_cache_window_accesses(0); },
+           "cache_window_accesses must be in [1, 1048576], got 0"},
+          {[](ServerConfig* c) {
+             c->set_cache_resize_interval_accesses(1 << 21);
+           },
+           "cache_resize_interval_accesses"},
+          {[](ServerConfig* c) { c->set_prefetch_threads(-1); },
+           "prefetch_threads"},
+          {[](ServerConfig* c) { c->set_expert_failure_policy("Reroute"); },
+           "expert_failure_policy must be \"fail\" or \"reroute\", got "
+           "\"Reroute\""},
+          {[](ServerConfig* c) { c->set_cache_profile_interval_s(-5); },
+           "cache_profile_interval_s"},
+      };
+  for (const auto& [mutate, want] : cases) {
+    ServerConfig c = DefaultServerConfig();
+    c.set_model_dir("/m");
+    mutate(&c);
+    const absl::Status s = ValidateServerConfig(c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << want;
+    EXPECT_THAT(s.message(), HasSubstr(want));
+  }
+  ServerConfig sized = DefaultServerConfig();
+  sized.set_model_dir("/m");
+  sized.set_cache_budget_bytes(100);
+  sized.set_cache_min_bytes(100);
+  EXPECT_TRUE(ValidateServerConfig(sized).ok());
 }
 
 TEST(ServerConfigTest, HelpListsEveryFieldWithDefaultAndVariable) {

@@ -19,6 +19,7 @@
 #include "proto/gateway.grpc.pb.h"
 #include "server/image_decoder.h"
 #include "tests/testing/gateway_process.h"
+#include "tests/testing/tensor_request.h"
 
 namespace edge {
 namespace {
@@ -27,12 +28,11 @@ using gateway::v1::ClassifyRequest;
 using gateway::v1::ClassifyResponse;
 using gateway::v1::InferenceGateway;
 using test_support::GatewayProcess;
+using test_support::MetricValue;
+using test_support::RandomTensor;
+using test_support::TensorRequest;
+using test_support::TestModelDir;
 using ::testing::HasSubstr;
-
-std::string ModelDir(const std::string& name) {
-  const char* root = std::getenv("EDGE_TEST_MODELS");
-  return std::string(root ? root : EDGE_TEST_MODELS_DIR) + "/" + name;
-}
 
 std::string RandomRgb(int w, int h, int seed) {
   std::mt19937 rng(seed);
@@ -81,30 +81,11 @@ std::string EncodePng(const std::string& rgb, int w, int h) {
   return out;
 }
 
-std::vector<float> RandomTensor(int s, int seed) {
-  std::vector<float> v(3ull * s * s);
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  for (float& x : v) x = normal(rng);
-  return v;
-}
-
-ClassifyRequest TensorRequest(const std::vector<float>& t, int s) {
-  ClassifyRequest r;
-  r.mutable_tensor()->add_shape(3);
-  r.mutable_tensor()->add_shape(s);
-  r.mutable_tensor()->add_shape(s);
-  r.mutable_tensor()->set_data(reinterpret_cast<const char*>(t.data()),
-                               t.size() * sizeof(float));
-  r.set_return_logits(true);
-  return r;
-}
-
 // The fixture's server: tiny-image (32x32 input, image routing).
 class GatewayTest : public ::testing::Test {
  protected:
   void StartServer(std::vector<std::string> flags = {}) {
-    flags.push_back("--model_dir=" + ModelDir("tiny-image"));
+    flags.push_back("--model_dir=" + TestModelDir("tiny-image"));
     ASSERT_TRUE(server_.Start(flags)) << server_.log();
     channel_ = grpc::CreateChannel(server_.target(),
                                    grpc::InsecureChannelCredentials());
@@ -127,24 +108,9 @@ class GatewayTest : public ::testing::Test {
   std::unique_ptr<InferenceGateway::Stub> stub_;
 };
 
-// Sum of a counter's samples whose labels contain `labels`.
-double MetricValue(const std::string& text, const std::string& name,
-                   const std::string& labels = "") {
-  double sum = 0;
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(name, 0) != 0 || line.find(labels) == std::string::npos)
-      continue;
-    const char next = line[name.size()];
-    if (next != '{' && next != ' ') continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
-}
-
 TEST_F(GatewayTest, InvalidConfigurationStopsStartupNamingTheField) {
   EXPECT_FALSE(server_.Start(
-      {"--model_dir=" + ModelDir("tiny-image"), "--max_batch_sise=4"}));
+      {"--model_dir=" + TestModelDir("tiny-image"), "--max_batch_sise=4"}));
   EXPECT_THAT(server_.log(), HasSubstr("unknown configuration field "
                                        "'max_batch_sise'"));
   GatewayProcess missing_model;
@@ -178,7 +144,7 @@ TEST_F(GatewayTest, HealthIsServing) {
 
 TEST_F(GatewayTest, TensorLogitsEqualTheEngines) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
-  auto engine = VmoeEngine::Create(ModelDir("tiny-image"));
+  auto engine = VmoeEngine::Create(TestModelDir("tiny-image"));
   ASSERT_TRUE(engine.ok()) << engine.status();
   const int s = (*engine)->config().image_size;
   const auto t = RandomTensor(s, 5);
@@ -198,7 +164,7 @@ TEST_F(GatewayTest, TensorLogitsEqualTheEngines) {
 // the engine's on the decoder's output for the same bytes.
 TEST_F(GatewayTest, JpegAndPngMatchEngineInUnaryAndStream) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
-  auto engine = VmoeEngine::Create(ModelDir("tiny-image"));
+  auto engine = VmoeEngine::Create(TestModelDir("tiny-image"));
   ASSERT_TRUE(engine.ok());
   ImageDecoderOptions o;
   o.image_size = (*engine)->config().image_size;
@@ -382,7 +348,7 @@ TEST_F(GatewayTest, ExpiredDeadlineIsNotComputed) {
 // and a request with a 1 ms budget arrives behind it. It must be answered
 // DEADLINE_EXCEEDED without being computed; the full batch is answered OK.
 TEST_F(GatewayTest, OneMillisecondDeadlineBehindFullBatchExpires) {
-  ASSERT_TRUE(server_.Start({"--model_dir=" + ModelDir("vmoe-s32-e32"),
+  ASSERT_TRUE(server_.Start({"--model_dir=" + TestModelDir("vmoe-s32-e32"),
                              "--max_batch_size=4", "--max_queue_delay_us=0",
                              "--warmup_batches=0"}))
       << server_.log();

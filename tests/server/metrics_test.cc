@@ -296,12 +296,87 @@ TEST(GatewayMetricsTest, CacheStatsAreReadAtEachScrape) {
   EXPECT_EQ(samples.at(p + "hit_ratio"), 0.75);
 }
 
+// Sizing, prefetch and load latency (ExpertCacheStats), and the engine's
+// next-layer predictions.
+ExpertCacheStats AdaptiveStats() {
+  ExpertCacheStats stats;
+  stats.hits = 30;
+  stats.misses = 10;
+  stats.budget_bytes = 64 << 20;
+  stats.capacity_bytes = 48 << 20;
+  stats.min_bytes = 16 << 20;
+  stats.resizes_up = 2;
+  stats.resizes_down = 5;
+  stats.window_hit_rate = 0.625;
+  stats.prefetch_issued = 11;
+  stats.prefetch_used = 7;
+  stats.prefetch_wasted = 3;
+  stats.prefetch_dropped = 1;
+  stats.load_latency_bounds_ms = {0.5, 2, 10};
+  stats.load_latency_counts = {4, 0, 5, 1};  // the last is above 10 ms.
+  stats.load_latency_sum_s = 0.125;
+  return stats;
+}
+
+TEST(GatewayMetricsTest, AdaptiveCachePrefetchAndPredictionMetrics) {
+  GatewayMetricsOptions options = LocalOptions();
+  options.cache_stats = AdaptiveStats;
+  options.prediction_stats = [] {
+    return PrefetchPredictionCounts{40, 30, 50};
+  };
+  auto metrics = MakeMetrics(std::move(options));
+  const auto samples = ParseSamples(metrics->Serialize());
+  const std::string p = "edge_gateway_expert_cache_";
+  EXPECT_EQ(samples.at(p + "capacity_bytes"), 48 << 20);
+  EXPECT_EQ(samples.at(p + "min_bytes"), 16 << 20);
+  EXPECT_EQ(samples.at(p + R"(resizes_total{direction="up"})"), 2);
+  EXPECT_EQ(samples.at(p + R"(resizes_total{direction="down"})"), 5);
+  EXPECT_EQ(samples.at(p + "window_hit_ratio"), 0.625);
+  EXPECT_EQ(samples.at(p + "prefetch_issued_total"), 11);
+  EXPECT_EQ(samples.at(p + "prefetch_used_total"), 7);
+  EXPECT_EQ(samples.at(p + "prefetch_wasted_total"), 3);
+  EXPECT_EQ(samples.at(p + "prefetch_dropped_total"), 1);
+  // Cumulative buckets in seconds, ending at +Inf.
+  const std::string h = p + "load_duration_seconds";
+  EXPECT_EQ(samples.at(h + R"(_bucket{le="0.0005"})"), 4);
+  EXPECT_EQ(samples.at(h + R"(_bucket{le="0.002"})"), 4);
+  EXPECT_EQ(samples.at(h + R"(_bucket{le="0.01"})"), 9);
+  EXPECT_EQ(samples.at(h + R"(_bucket{le="+Inf"})"), 10);
+  EXPECT_EQ(samples.at(h + "_count"), 10);
+  EXPECT_EQ(samples.at(h + "_sum"), 0.125);
+  EXPECT_EQ(CountSeries(samples, h + "_bucket"), 4);
+  const std::string q = "edge_gateway_expert_prediction_";
+  EXPECT_EQ(samples.at(q + "guesses_total"), 40);
+  EXPECT_EQ(samples.at(q + "guesses_used_total"), 30);
+  EXPECT_EQ(samples.at(q + "next_layer_experts_total"), 50);
+}
+
+// Without a budget there is no adaptive policy, so no window to report.
+TEST(GatewayMetricsTest, WindowHitRatioIsNanWithoutABudget) {
+  GatewayMetricsOptions options = LocalOptions();
+  options.cache_stats = [] {
+    ExpertCacheStats stats = AdaptiveStats();
+    stats.budget_bytes = 0;
+    return stats;
+  };
+  auto metrics = MakeMetrics(std::move(options));
+  const auto samples = ParseSamples(metrics->Serialize());
+  EXPECT_TRUE(
+      std::isnan(samples.at("edge_gateway_expert_cache_window_hit_ratio")));
+  EXPECT_EQ(samples.count("edge_gateway_expert_prediction_guesses_total"), 0u)
+      << "no prediction_stats callback, no prediction metrics";
+}
+
 TEST(GatewayMetricsTest, HitRatioIsNanBeforeTheFirstLookup) {
   GatewayMetricsOptions options = LocalOptions();
   options.cache_stats = [] { return ExpertCacheStats{}; };
   auto metrics = MakeMetrics(std::move(options));
   const auto samples = ParseSamples(metrics->Serialize());
   EXPECT_TRUE(std::isnan(samples.at("edge_gateway_expert_cache_hit_ratio")));
+  // No latency buckets configured: still a valid histogram.
+  EXPECT_EQ(samples.at("edge_gateway_expert_cache_load_duration_seconds_bucket"
+                       R"({le="+Inf"})"),
+            0);
 }
 
 TEST(GatewayMetricsTest, NoCacheMetricsWithoutACallback) {
@@ -332,14 +407,11 @@ TEST(GatewayMetricsTest, PromtoolAcceptsTheExposition) {
     GTEST_SKIP() << "/usr/bin/promtool is not installed";
   }
   GatewayMetricsOptions options = LocalOptions();
-  options.cache_stats = [] {
-    ExpertCacheStats stats;
-    stats.hits = 9;
-    stats.misses = 1;
-    return stats;
-  };
+  options.cache_stats = AdaptiveStats;
+  options.prediction_stats = [] { return PrefetchPredictionCounts{4, 3, 5}; };
   auto metrics = MakeMetrics(std::move(options));
   metrics->RecordRequest(Method::kClassify, kOk, 0.012);
+  metrics->RecordDegraded();
   metrics->RecordStage(Stage::kCompute, 0.01);
   metrics->RecordBatch(4);
   metrics->AddExpertActivations(9, 2, 3);

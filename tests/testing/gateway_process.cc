@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 namespace edge {
@@ -121,6 +122,28 @@ std::string HttpGet(int port, const std::string& path) {
   close(fd);
   const size_t body = response.find("\r\n\r\n");
   return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::string& labels) {
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name, 0) != 0 || line.find(labels) == std::string::npos)
+      continue;
+    const char next = line[name.size()];
+    if (next != '{' && next != ' ') continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
+std::string TestModelDir(const std::string& name) {
+  const char* root = std::getenv("EDGE_TEST_MODELS");
+#ifdef EDGE_TEST_MODELS_DIR
+  if (root == nullptr) root = EDGE_TEST_MODELS_DIR;
+#endif
+  return std::string(root != nullptr ? root : "") + "/" + name;
 }
 
 int RunWithInput(const std::string& command, const std::string& input,

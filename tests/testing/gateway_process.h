@@ -43,6 +43,15 @@ class GatewayProcess {
 // GET http://127.0.0.1:`port``path`; the body, or "" on failure.
 std::string HttpGet(int port, const std::string& path);
 
+// Sum of the samples of metric `name` (exactly that series name) whose
+// label text contains `labels`, in a text exposition.
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::string& labels = "");
+
+// The exported test model `name`: under $EDGE_TEST_MODELS, else the build
+// tree's test-models directory compiled in as EDGE_TEST_MODELS_DIR.
+std::string TestModelDir(const std::string& name);
+
 // Runs `command` with `input` on stdin; returns its exit code and sets
 // `*output` to what it printed (stdout and stderr).
 int RunWithInput(const std::string& command, const std::string& input,
