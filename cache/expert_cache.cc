@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <exception>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -254,25 +255,53 @@ void ExpertCache::NotifyResizes() {
   }
 }
 
+// Warm-up may evict unpinned experts that are not on its list (e.g. those
+// of start-up batches), never one it loaded itself: the list is in order
+// of expected use.
 int ExpertCache::Warm(const std::vector<ExpertKey>& keys) {
+  const std::unordered_set<ExpertKey, ExpertKeyHash> listed(keys.begin(),
+                                                            keys.end());
   int resident = 0;
   for (const ExpertKey& key : keys) {
     const uint64_t bytes = sizer_(key);
+    Evicted evicted;
     {
       MutexLock lock(&mu_);
       if (entries_.count(key) != 0) {
         ++resident;
         continue;
       }
-      const uint64_t used = stats_.resident_bytes + stats_.loading_bytes;
-      if (policy_ != nullptr && used + bytes > policy_->capacity_bytes()) {
+      if (policy_ != nullptr &&
+          !MakeRoomForWarmLocked(bytes, listed, &evicted)) {
         break;
       }
       StartLoadLocked(key, bytes, /*prefetch=*/false);
     }
+    evicted.clear();
     if (Load(key, bytes).ok()) ++resident;
   }
   return resident;
+}
+
+bool ExpertCache::MakeRoomForWarmLocked(
+    uint64_t bytes, const std::unordered_set<ExpertKey, ExpertKeyHash>& listed,
+    Evicted* evicted) {
+  const uint64_t capacity = policy_->capacity_bytes();
+  std::vector<ExpertKey> candidates;
+  uint64_t candidate_bytes = 0;
+  for (const ExpertKey& key : lru_) {
+    if (listed.count(key) != 0) continue;
+    candidates.push_back(key);
+    candidate_bytes += entries_.at(key)->bytes;
+  }
+  const uint64_t used = stats_.resident_bytes + stats_.loading_bytes;
+  if (used - candidate_bytes + bytes > capacity) return false;
+  while (stats_.resident_bytes + stats_.loading_bytes + bytes > capacity) {
+    const ExpertKey victim = policy_->ChooseVictim(candidates);
+    candidates.erase(std::find(candidates.begin(), candidates.end(), victim));
+    EvictLocked(victim, evicted);
+  }
+  return true;
 }
 
 std::vector<std::pair<ExpertKey, uint64_t>> ExpertCache::UsageCounts() const {
@@ -349,7 +378,11 @@ void ExpertCache::EvictVictimLocked(bool speculative, Evicted* evicted) {
     if (!speculative || !policy_->IsAnnounced(key)) candidates.push_back(key);
   }
   assert(!candidates.empty());
-  const auto it = entries_.find(policy_->ChooseVictim(candidates));
+  EvictLocked(policy_->ChooseVictim(candidates), evicted);
+}
+
+void ExpertCache::EvictLocked(const ExpertKey& key, Evicted* evicted) {
+  const auto it = entries_.find(key);
   Entry& entry = *it->second;
   lru_.erase(entry.lru_position);
   lru_bytes_ -= entry.bytes;

@@ -62,6 +62,7 @@
 #include <memory>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -193,8 +194,9 @@ class ExpertCache {
   // larger than the budget; the loader's error if its load fails. `pass`
   // (from BeginPass, or -1) labels the access in the trace.
   absl::StatusOr<ExpertHandle> Acquire(const ExpertKey& key, int64_t pass = -1);
-  // Loads `keys` in order until the next would not fit the capacity
-  // without evicting (start-up warm-up). Returns how many are resident;
+  // Loads `keys` in order until the next would not fit the capacity, even
+  // after evicting unpinned experts that are not in `keys` (start-up
+  // warm-up). Returns how many are resident;
   // load errors are skipped (a later Acquire reports them).
   int Warm(const std::vector<ExpertKey>& keys);
   // Acquires per expert since creation, for usage profiles.
@@ -226,6 +228,13 @@ class ExpertCache {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EvictVictimLocked(bool speculative, Evicted* evicted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: `key` resident and unpinned.
+  void EvictLocked(const ExpertKey& key, Evicted* evicted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool MakeRoomForWarmLocked(
+      uint64_t bytes,
+      const std::unordered_set<ExpertKey, ExpertKeyHash>& listed,
+      Evicted* evicted) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TrimToCapacityLocked(Evicted* evicted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordAccessLocked(const ExpertKey& key, uint64_t bytes, bool hit,

@@ -92,6 +92,18 @@ TEST(ExpertCacheAdaptiveTest, WarmLoadsUntilTheCapacityIsFull) {
   EXPECT_EQ(cache->stats().hits, 1u);
 }
 
+TEST(ExpertCacheAdaptiveTest, WarmEvictsExpertsNotOnItsList) {
+  FakeLoader loader;
+  auto cache = MakeCache(3 * kExpertBytes, &loader);
+  ASSERT_TRUE(Touch(cache.get(), {9, 0}));  // e.g. a start-up batch's
+  ASSERT_TRUE(Touch(cache.get(), {9, 1}));
+  EXPECT_EQ(cache->Warm({{1, 0}, {1, 1}, {1, 2}, {1, 3}}), 3);
+  EXPECT_EQ(loader.loads({1, 2}), 1);
+  EXPECT_EQ(loader.loads({1, 3}), 0);  // never evicts what it warmed
+  EXPECT_EQ(cache->stats().evictions, 2u);
+  EXPECT_TRUE(Touch(cache.get(), {1, 0}));
+}
+
 TEST(ExpertCacheAdaptiveTest, TraceRecordsEveryAcquireWithItsPass) {
   test_support::TempDir dir;
   const std::string path = dir.path() + "/trace.csv";
