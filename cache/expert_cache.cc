@@ -316,8 +316,12 @@ absl::StatusOr<ExpertHandle> ExpertCache::JoinAsHitLocked(const ExpertKey& key,
                                                           Evicted* evicted) {
   Entry* entry = entries_.at(key).get();
   const uint64_t bytes = entry->bytes;
+  // An expert the prefetch pool brought in for this access was not held by
+  // the cache: a miss (counted also as prefetch_used), so the hit rate, and
+  // the sizing decisions made from it, measure what memory retains.
+  const bool hit = !entry->prefetched;
   return JoinLocked(key, entry, [&] {
-    RecordAccessLocked(key, bytes, /*hit=*/true, pass, evicted);
+    RecordAccessLocked(key, bytes, hit, pass, evicted);
   });
 }
 

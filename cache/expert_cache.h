@@ -116,8 +116,12 @@ struct ExpertCacheOptions {
 };
 
 struct ExpertCacheStats {
-  uint64_t hits = 0;    // Acquire() found the expert resident or loading.
-  uint64_t misses = 0;  // Acquire() started a load.
+  // Acquire() found the expert resident or loading, other than by a
+  // prefetch not yet used.
+  uint64_t hits = 0;
+  // Every other Acquire(): it started a load, or used a prefetched expert
+  // (those are also counted in prefetch_used).
+  uint64_t misses = 0;
   uint64_t loads = 0;   // loads that succeeded.
   uint64_t load_failures = 0;
   uint64_t evictions = 0;
