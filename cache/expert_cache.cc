@@ -119,6 +119,12 @@ int64_t ExpertCache::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
   return next_pass_++;
 }
 
+bool ExpertCache::IsResident(const ExpertKey& key) const {
+  MutexLock lock(&mu_);
+  const auto it = entries_.find(key);
+  return it != entries_.end() && it->second->load == nullptr;
+}
+
 void ExpertCache::Prefetch(const std::vector<ExpertKey>& keys) {
   MutexLock lock(&mu_);
   for (const ExpertKey& key : keys) QueuePrefetchLocked(key, /*urgent=*/false);
@@ -320,9 +326,8 @@ absl::StatusOr<ExpertHandle> ExpertCache::JoinAsHitLocked(const ExpertKey& key,
   // the cache: a miss (counted also as prefetch_used), so the hit rate, and
   // the sizing decisions made from it, measure what memory retains.
   const bool hit = !entry->prefetched;
-  return JoinLocked(key, entry, [&] {
-    RecordAccessLocked(key, bytes, hit, pass, evicted);
-  });
+  return JoinLocked(
+      key, entry, [&] { RecordAccessLocked(key, bytes, hit, pass, evicted); });
 }
 
 absl::StatusOr<ExpertHandle> ExpertCache::JoinLocked(

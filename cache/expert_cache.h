@@ -122,7 +122,7 @@ struct ExpertCacheStats {
   // Every other Acquire(): it started a load, or used a prefetched expert
   // (those are also counted in prefetch_used).
   uint64_t misses = 0;
-  uint64_t loads = 0;   // loads that succeeded.
+  uint64_t loads = 0;  // loads that succeeded.
   uint64_t load_failures = 0;
   uint64_t evictions = 0;
   uint64_t resident_bytes = 0;
@@ -191,6 +191,8 @@ class ExpertCache {
   // protects them from eviction and queues the missing ones for prefetch.
   // Returns the pass's id for Acquire().
   int64_t BeginPass(int layer, const std::vector<ExpertKey>& keys);
+  // True if `key` is resident now (a hint: it may be evicted at once).
+  bool IsResident(const ExpertKey& key) const;
   // Queues speculative loads of `keys` (most wanted first).
   void Prefetch(const std::vector<ExpertKey>& keys);
 

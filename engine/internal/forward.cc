@@ -154,6 +154,12 @@ void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
   // loading the missing ones while the resident ones compute.
   const int64_t pass = ctx_.cache->BeginPass(block, keys);
   PredictNextLayer(moe_index, used);
+  // Resident experts first: their compute overlaps the loads of the others
+  // that BeginPass started. The order of the scatter-adds changes the sum
+  // only by float rounding.
+  std::stable_partition(used.begin(), used.end(), [&](int e) {
+    return ctx_.cache->IsResident({block, e});
+  });
   std::map<int, absl::Status> failed;
   for (int e : used) {
     absl::Status status = AcquireAndRun(block, e, per_expert[e], pass);
