@@ -94,10 +94,12 @@ def format_model(name: str, summary: dict) -> str:
 
 def format_roofline(roofline: dict) -> str:
     best = roofline.get("best_gflops", {})
-    rows = [f"  {r['dtype']:<5} {r['m']}x{r['k']}x{r['n']:<8} "
-            f"{r['gflops']:9.1f} GFLOP/s  {r['impl']}"
-            for r in roofline["results"] if r["ok"]]
-    return "\n".join(
-        [f"matmul roofline ({roofline['threads']} threads): "
-         + ", ".join(f"best {k} {v:.1f} GFLOP/s" for k, v in best.items())]
-        + rows)
+    lines = [f"matmul roofline ({roofline['threads']} threads): "
+             + ", ".join(f"best {k} {v:.1f} GFLOP/s" for k, v in best.items())]
+    for r in roofline["results"]:
+        if r["ok"]:
+            shape = f"{r['m']}x{r['k']}x{r['n']}"
+            lines.append(f"  {r['dtype']:<5} {shape:<16}{r['gflops']:9.1f} "
+                         f"GFLOP/s (median run {r['median_gflops']:.1f})  "
+                         f"{r['impl']}")
+    return "\n".join(lines)
