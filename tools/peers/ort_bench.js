@@ -24,14 +24,14 @@ const path = require('path');
 const ort = require('onnxruntime-node');
 
 const DISTINCT_BATCHES = 8;  // as engine_bench: routing varies per batch.
-const MAX_WARMUP_BATCHES = 3;
+const MAX_WARMUP_BATCHES = 3;  // engine_bench's --warmup_batches default.
 
 function parseArgs(argv) {
-  const args = {batches: '1,16', seconds: '10', threads: '2',
+  const args = {model: '', batches: '1,16', seconds: '10', threads: '2',
                 tolerance: '1e-3', profile: ''};
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '');
-    if (!(name in args) && name !== 'model' || i + 1 >= argv.length) {
+    if (!(name in args) || i + 1 >= argv.length) {
       throw new Error(`usage: node ort_bench.js --model DIR [--batches 1,16] ` +
                       `[--seconds S] [--threads N] [--tolerance T] ` +
                       `[--profile PREFIX]; bad argument ${argv[i]}`);

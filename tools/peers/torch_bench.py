@@ -42,7 +42,7 @@ from reference_run import load_reference  # noqa: E402
 from vmoe_reference import forward_train, use_onednn_linears  # noqa: E402
 
 DISTINCT_BATCHES = 8   # as engine_bench: routing varies from batch to batch.
-MAX_WARMUP_BATCHES = 3
+MAX_WARMUP_BATCHES = 3  # engine_bench's --warmup_batches default.
 
 
 def verify(model, verify_dir: Path) -> dict:
