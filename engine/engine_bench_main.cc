@@ -1,12 +1,14 @@
 // engine_bench: engine-only throughput and latency for any model directory.
 //
 //   engine_bench --model DIR --batch N --seconds S [--cache_budget_bytes B]
+//                [--json]
 //
 // Feeds random normal "images" (the engine's cost does not depend on pixel
 // values, only routing does, and random inputs spread routing across experts
 // like varied scenes do) for --seconds after --warmup_batches, and prints
 // images/s, ms per batch (mean, P50, P99) and the share of time spent
-// waiting for experts.
+// waiting for experts; with --json, the same as one JSON object (read by
+// tools/benchmark_peers.py).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +29,7 @@ ABSL_FLAG(int, warmup_batches, 3,
 ABSL_FLAG(uint64_t, cache_budget_bytes, 0,
           "expert cache budget in bytes; 0 = unbounded");
 ABSL_FLAG(int, seed, 1, "seed of the random inputs");
+ABSL_FLAG(bool, json, false, "print the result as one JSON object");
 
 namespace {
 
@@ -88,9 +91,16 @@ int main(int argc, char** argv) {
             .count();
   }
   const double mean_ms = total_us / 1e3 / ms.size();
+  // One printf, so that the compiler checks both formats against the
+  // arguments.
   std::printf(
-      "model=%s batch=%d batches=%zu images/s=%.1f ms/batch mean=%.3f "
-      "p50=%.3f p99=%.3f expert_fetch=%.1f%%\n",
+      absl::GetFlag(FLAGS_json)
+          ? "{\"model\": \"%s\", \"batch\": %d, \"batches\": %zu, "
+            "\"images_per_s\": %.3f, \"ms_per_batch_mean\": %.4f, "
+            "\"ms_per_batch_p50\": %.4f, \"ms_per_batch_p99\": %.4f, "
+            "\"expert_fetch_percent\": %.2f}\n"
+          : "model=%s batch=%d batches=%zu images/s=%.1f ms/batch mean=%.3f "
+            "p50=%.3f p99=%.3f expert_fetch=%.1f%%\n",
       (*engine)->manifest().name().c_str(), batch, ms.size(),
       batch * ms.size() / elapsed, mean_ms, Percentile(ms, 0.5),
       Percentile(ms, 0.99), total_us > 0 ? 100.0 * fetch_us / total_us : 0.0);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package the gateway needs to build, test and run its
-# demo. Idempotent: packages already present are skipped by apt-get, and the
-# package index is refreshed only when something is missing.
+# Installs every Debian 12 package the gateway needs to build, test, run its
+# demo and benchmark it, and the benchmark's npm packages. Idempotent:
+# packages already present are skipped by apt-get, the package index is
+# refreshed only when something is missing, and npm runs only when its lock
+# file changed.
 set -euo pipefail
 
 PACKAGES=(
@@ -37,16 +39,23 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "setup: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
+install_missing_packages() {
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all ${#PACKAGES[@]} packages present"
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages (${missing[*]}); run as root or install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+install_missing_packages
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: missing packages (${missing[*]}); run as root or install them" >&2
-  exit 1
-fi
-echo "setup: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+# npm packages, from committed lock files: onnxruntime-node for the peer
+# benchmark (tools/benchmark_peers.py). Skipped when already installed from
+# the same lock file.
+bash "$(dirname "${BASH_SOURCE[0]}")/peers/install.sh"
