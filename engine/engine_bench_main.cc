@@ -27,6 +27,9 @@ ABSL_FLAG(int, warmup_batches, 3,
 ABSL_FLAG(uint64_t, cache_budget_bytes, 0,
           "expert cache budget in bytes; 0 = unbounded");
 ABSL_FLAG(int, seed, 1, "seed of the random inputs");
+ABSL_FLAG(bool, stages, false,
+          "also print the mean time per batch of each stage (embed, "
+          "attention, mlp, moe, head)");
 
 namespace {
 
@@ -34,6 +37,28 @@ double Percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
   return v[i];
+}
+
+// Sums RunTiming fields over the measured batches.
+void Accumulate(const edge::RunTiming& t, edge::RunTiming* sum) {
+  sum->total_us += t.total_us;
+  sum->expert_fetch_us += t.expert_fetch_us;
+  sum->embed_us += t.embed_us;
+  sum->attention_us += t.attention_us;
+  sum->mlp_us += t.mlp_us;
+  sum->moe_us += t.moe_us;
+  sum->head_us += t.head_us;
+}
+
+void PrintStages(const edge::RunTiming& sum, size_t batches) {
+  const std::pair<const char*, int64_t> stages[] = {
+      {"embed", sum.embed_us}, {"attention", sum.attention_us},
+      {"mlp", sum.mlp_us},     {"moe", sum.moe_us},
+      {"head", sum.head_us},   {"(expert_fetch)", sum.expert_fetch_us}};
+  for (const auto& [name, us] : stages) {
+    std::printf("  %-15s %8.3f ms/batch %5.1f%%\n", name, us / 1e3 / batches,
+                sum.total_us > 0 ? 100.0 * us / sum.total_us : 0.0);
+  }
 }
 
 }  // namespace
@@ -73,7 +98,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup_batches); ++i) run(i, nullptr);
 
   std::vector<double> ms;
-  double fetch_us = 0, total_us = 0;
+  edge::RunTiming sum;
   const auto start = std::chrono::steady_clock::now();
   const double seconds = absl::GetFlag(FLAGS_seconds);
   double elapsed = 0;
@@ -81,18 +106,19 @@ int main(int argc, char** argv) {
     edge::RunTiming timing;
     run(i, &timing);
     ms.push_back(timing.total_us / 1e3);
-    fetch_us += timing.expert_fetch_us;
-    total_us += timing.total_us;
+    Accumulate(timing, &sum);
     elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
   }
-  const double mean_ms = total_us / 1e3 / ms.size();
+  const double mean_ms = sum.total_us / 1e3 / ms.size();
   std::printf(
       "model=%s batch=%d batches=%zu images/s=%.1f ms/batch mean=%.3f "
       "p50=%.3f p99=%.3f expert_fetch=%.1f%%\n",
       (*engine)->manifest().name().c_str(), batch, ms.size(),
       batch * ms.size() / elapsed, mean_ms, Percentile(ms, 0.5),
-      Percentile(ms, 0.99), total_us > 0 ? 100.0 * fetch_us / total_us : 0.0);
+      Percentile(ms, 0.99),
+      sum.total_us > 0 ? 100.0 * sum.expert_fetch_us / sum.total_us : 0.0);
+  if (absl::GetFlag(FLAGS_stages)) PrintStages(sum, ms.size());
   return 0;
 }

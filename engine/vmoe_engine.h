@@ -65,10 +65,17 @@ struct ImageResult {
   std::vector<LayerRouting> routing;  // one per MoE layer, in block order.
 };
 
-// Where the time of one Run() went, in microseconds.
+// Where the time of one Run() went, in microseconds. The stages add up to
+// about total_us: oneDNN's CPU primitives have finished when execute()
+// returns, so a clock read between stages is exact without extra waits.
 struct RunTiming {
   int64_t total_us = 0;
   int64_t expert_fetch_us = 0;  // waiting in ExpertCache::Acquire().
+  int64_t embed_us = 0;         // patchify, patch matmul, position add.
+  int64_t attention_us = 0;     // every block: LN1, qkv, attention, proj.
+  int64_t mlp_us = 0;           // dense blocks: LN2, fc1+GELU, fc2.
+  int64_t moe_us = 0;           // MoE blocks: LN2, routing, experts, fetch.
+  int64_t head_us = 0;          // final norm, pooling, head.
 };
 
 class VmoeEngine {

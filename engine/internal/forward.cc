@@ -57,26 +57,40 @@ ForwardPass::ForwardPass(const ForwardContext& ctx, Workspace* ws, int batch)
 
 std::vector<ImageResult> ForwardPass::Run(const float* images,
                                           RunTiming* timing) {
+  RunTiming local;
+  RunTiming& t = timing != nullptr ? *timing : local;
+  t = RunTiming();
   const auto start = std::chrono::steady_clock::now();
+  auto lap = start;
+  // Adds the time since the previous lap to `stage_us`.
+  auto charge = [&lap](int64_t& stage_us) {
+    const auto now = std::chrono::steady_clock::now();
+    stage_us += std::chrono::duration_cast<std::chrono::microseconds>(now - lap)
+                    .count();
+    lap = now;
+  };
   Embed(images);
+  charge(t.embed_us);
   const int64_t rows = static_cast<int64_t>(batch_) * tokens_;
   int moe_index = 0;
   for (int i = 0; i < c_.depth; ++i) {
     const BlockWeights& w = ctx_.weights->blocks[i];
     Attention(w);
+    charge(t.attention_us);
     ctx_.kernels->LayerNorm(exec_, w.norm2, rows, c_.dim, c_.norm_eps,
                             ws_.x.data(), ws_.h.data());
     if (c_.moe.IsMoeLayer(i)) {
       Moe(w, i, moe_index++);
+      charge(t.moe_us);
     } else {
       Mlp(w);
+      charge(t.mlp_us);
     }
   }
   Head();
-  if (timing != nullptr) {
-    timing->total_us = MicrosSince(start);
-    timing->expert_fetch_us = fetch_us_;
-  }
+  charge(t.head_us);
+  t.total_us = MicrosSince(start);
+  t.expert_fetch_us = fetch_us_;
   return std::move(results_);
 }
 
