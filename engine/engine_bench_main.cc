@@ -26,6 +26,9 @@ ABSL_FLAG(int, warmup_batches, 3,
           "batches run before measuring (primitive creation, expert loads)");
 ABSL_FLAG(uint64_t, cache_budget_bytes, 0,
           "expert cache budget in bytes; 0 = unbounded");
+ABSL_FLAG(std::string, dtype, "f32",
+          "compute dtype of the large matmuls: f32 or bf16");
+ABSL_FLAG(int, threads, 0, "OpenMP threads; 0 = OpenMP's default");
 ABSL_FLAG(int, seed, 1, "seed of the random inputs");
 ABSL_FLAG(bool, stages, false,
           "also print the mean time per batch of each stage (embed, "
@@ -71,6 +74,14 @@ int main(int argc, char** argv) {
   edge::EngineOptions options;
   options.max_batch_size = std::max(1, batch);
   options.cache.budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  auto dtype = edge::ParseComputeDtype(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) {
+    std::fprintf(stderr, "engine_bench: %s\n",
+                 dtype.status().ToString().c_str());
+    return 1;
+  }
+  options.compute_dtype = *dtype;
   auto engine = edge::VmoeEngine::Create(absl::GetFlag(FLAGS_model), options);
   if (!engine.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n",
@@ -113,9 +124,10 @@ int main(int argc, char** argv) {
   }
   const double mean_ms = sum.total_us / 1e3 / ms.size();
   std::printf(
-      "model=%s batch=%d batches=%zu images/s=%.1f ms/batch mean=%.3f "
-      "p50=%.3f p99=%.3f expert_fetch=%.1f%%\n",
-      (*engine)->manifest().name().c_str(), batch, ms.size(),
+      "model=%s dtype=%s batch=%d batches=%zu images/s=%.1f ms/batch "
+      "mean=%.3f p50=%.3f p99=%.3f expert_fetch=%.1f%%\n",
+      (*engine)->manifest().name().c_str(),
+      edge::ComputeDtypeName(options.compute_dtype), batch, ms.size(),
       batch * ms.size() / elapsed, mean_ms, Percentile(ms, 0.5),
       Percentile(ms, 0.99),
       sum.total_us > 0 ? 100.0 * sum.expert_fetch_us / sum.total_us : 0.0);

@@ -19,6 +19,15 @@
 // rest of the batch is answered, and later batches that do not need the
 // expert are unaffected. oneDNN errors never escape: they become INTERNAL.
 //
+// Precision (EngineOptions::compute_dtype): float32, or bfloat16 for every
+// large matmul (patch embedding, qkv, attention, proj, MLPs, experts) with
+// float32 accumulation, while the residual stream, LayerNorm statistics,
+// softmaxes, the image router and the head stay float32. Experts stored in
+// lower precision (bf16, or int8 with per-output-channel scales; see
+// docs/model-format.md) are held at that size in the cache and computed in
+// it: int8 experts quantise their input rows per call (one scale per
+// matrix) and run oneDNN's int8 matmul (VNNI).
+//
 // Thread-safe: Run() may be called from several threads; each call takes a
 // private workspace from a pool. oneDNN parallelises each primitive over all
 // cores (OpenMP), so one caller at a time usually gives the best latency.
@@ -31,6 +40,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "cache/expert_cache.h"
 #include "cache/expert_store.h"
 #include "common/model_manifest.h"
@@ -38,10 +48,26 @@
 
 namespace edge {
 
+// Arithmetic of the engine's large matmuls.
+enum class ComputeDtype {
+  kFloat32,   // MODEL_SPEC's reference arithmetic.
+  kBfloat16,  // bf16 inputs, f32 accumulation (needs AVX512-BF16 for speed).
+};
+
+// "f32"/"float32" or "bf16"/"bfloat16"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<ComputeDtype> ParseComputeDtype(absl::string_view name);
+const char* ComputeDtypeName(ComputeDtype dtype);  // "f32" or "bf16"
+
 struct EngineOptions {
   // Largest batch Run() accepts; workspaces are sized for it on demand.
   // 64 covers every batcher setting we ship (max_batch_size 16 by default).
   int max_batch_size = 64;
+  ComputeDtype compute_dtype = ComputeDtype::kFloat32;
+  // OpenMP threads each Run() computes with; 0 keeps OpenMP's default
+  // (OMP_NUM_THREADS, else one per CPU the process may run on). Set it to
+  // the cores the engine really gets (a container's CPU limit): threads
+  // beyond them wait at every barrier for a descheduled peer.
+  int num_threads = 0;
   ExpertCacheOptions cache;
   ExpertStoreOptions store;
 };

@@ -1,6 +1,14 @@
 // ForwardPass: one batch through the model (MODEL_SPEC "Forward pass").
 // Internal to VmoeEngine; see engine/vmoe_engine.h for the design.
 //
+// Precision: the residual stream x, LayerNorm statistics, softmaxes, the
+// router and the head are float32 always. The activations that feed the big
+// matmuls (normalised rows, qkv, attention context, MLP hidden) have the
+// engine's activation type: f32, or bf16 with compute_dtype bf16. Experts
+// compute in the type they were prepared in (model_weights.h): f32/bf16
+// experts read those rows directly (converted while gathering if needed),
+// int8 experts read them quantised per call.
+//
 // Not thread-safe: one ForwardPass per Run() call, each with its own
 // Workspace (buffers, stream, scratchpad). The shared parts (weights, kernels,
 // cache) are.
@@ -11,32 +19,35 @@
 
 #include "cache/expert_cache.h"
 #include "common/model_manifest.h"
+#include "engine/internal/aligned_buffer.h"
 #include "engine/internal/kernels.h"
 #include "engine/internal/model_weights.h"
 #include "engine/vmoe_engine.h"
 
 namespace edge::internal {
 
-// Activation buffers for batches of up to `batch` images. Reused across
-// Run() calls, so the hot path allocates only when a larger batch arrives.
+// Activation buffers for batches of up to `batch` images, sized for float32
+// so that one Workspace serves every precision. Reused across Run() calls,
+// so the hot path allocates only when a larger batch arrives.
 struct Workspace {
   explicit Workspace(const dnnl::engine& engine) : exec(engine) {}
   void Reserve(const ModelConfig& c, int batch);
 
-  ExecContext exec;  // stream and scratchpad of this workspace's caller.
+  ExecContext exec;  // streams and scratchpads of this workspace's caller.
   int batch = 0;
-  std::vector<float> patches;     // [B*N, 3*P*P]
-  std::vector<float> x;           // [B*T, D] residual stream
-  std::vector<float> h;           // [B*T, D] normalised
-  std::vector<float> qkv;         // [B*T, 3D]
-  std::vector<float> scores;      // [B*H*T*T]
-  std::vector<float> context;     // [B*T, D]
-  std::vector<float> hidden;      // [B*T, F]
-  std::vector<float> gathered;    // [B*T, D] tokens routed to one expert
-  std::vector<float> expert_out;  // [B*T, D]
-  std::vector<float> gates;       // [B*T, E]
-  std::vector<float> pooled;      // [B, D]
-  std::vector<float> logits;      // [B, C]
+  AlignedBuffer patches;   // [B*N, 3*P*P]
+  AlignedBuffer x;         // [B*T, D] residual stream, f32
+  AlignedBuffer h;         // [B*T, D] normalised
+  AlignedBuffer qkv;       // [B*T, 3D]
+  AlignedBuffer context;   // [B*T, D]
+  AlignedBuffer hidden;    // [B*T, F]
+  AlignedBuffer hidden_q;  // [B*T, F] int8 experts: hidden, quantised
+  AlignedBuffer gathered;  // [B*T, D] tokens routed to one expert
+  AlignedBuffer rows_f32;  // [B*T, D] f32: patch embeddings, expert output,
+                           // final norm
+  AlignedBuffer gates;     // [B*T, E] f32
+  AlignedBuffer pooled;    // [B, D] f32
+  AlignedBuffer logits;    // [B, C] f32
 };
 
 struct ForwardContext {
@@ -44,6 +55,7 @@ struct ForwardContext {
   const ModelWeights* weights;
   Kernels* kernels;
   ExpertCache* cache;
+  DataType activations;  // f32 or bf16
 };
 
 class ForwardPass {
@@ -54,29 +66,33 @@ class ForwardPass {
   std::vector<ImageResult> Run(const float* images, RunTiming* timing);
 
  private:
-  // One token row's share of an expert's work.
-  struct Assignment {
-    int row;  // b * T + t
-    float weight;
-  };
-
   void Embed(const float* images);
   void Attention(const BlockWeights& w);
   void Mlp(const BlockWeights& w);
   void Moe(const BlockWeights& w, int block, int moe_index);
   // Per expert, the rows routed to it in this layer (and fills routing).
-  std::vector<std::vector<Assignment>> Route(const BlockWeights& w,
-                                             int moe_index);
+  std::vector<std::vector<RowWeight>> Route(const BlockWeights& w,
+                                            int moe_index);
+  std::vector<std::vector<RowWeight>> RouteTokens(const BlockWeights& w,
+                                                  int moe_index);
   void RunExpert(const CachedExpert& expert,
-                 const std::vector<Assignment>& rows);
-  void MeanOfPatchTokens(const float* src, float* dst);
+                 const std::vector<RowWeight>& rows);
   void Head();
+
+  // A buffer as an activation (engine type) or f32 matrix.
+  MatrixRef Act(const AlignedBuffer& b) const { return {b.data(), act_}; }
+  static MatrixRef F32(const AlignedBuffer& b) {
+    return {b.data(), DataType::f32};
+  }
+  int64_t rows() const { return static_cast<int64_t>(batch_) * tokens_; }
 
   const ForwardContext ctx_;
   const ModelConfig& c_;
   Workspace& ws_;
   const int batch_;
   const int tokens_;
+  const int first_patch_;  // 1 with a class token, else 0.
+  const DataType act_;
   ExecContext& exec_;
   std::vector<ImageResult> results_;
   int64_t fetch_us_ = 0;
