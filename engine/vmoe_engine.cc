@@ -27,9 +27,24 @@ const char* ComputeDtypeName(ComputeDtype dtype) {
   return dtype == ComputeDtype::kBfloat16 ? "bf16" : "f32";
 }
 
+namespace {
+
+// VmoeEngine::precision() from the compute dtype and the manifest's expert
+// storage ("float32", "bf16" or "int8").
+std::string DescribePrecision(ComputeDtype compute,
+                              const std::string& experts) {
+  const std::string base =
+      compute == ComputeDtype::kBfloat16 ? "bf16" : "float32";
+  if (experts == "float32" || experts == base) return base;
+  return absl::StrCat(base, "/", experts, "-experts");
+}
+
+}  // namespace
+
 struct VmoeEngine::State {
   EngineOptions options;
   DataType activations = DataType::f32;
+  std::string precision;
   ModelManifest manifest;
   internal::Kernels kernels;
   internal::ModelWeights weights;
@@ -71,6 +86,8 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
                            ? DataType::bf16
                            : DataType::f32;
   ASSIGN_OR_RETURN(state->manifest, ModelManifest::Load(model_dir));
+  state->precision =
+      DescribePrecision(options.compute_dtype, state->manifest.precision());
   try {
     ASSIGN_OR_RETURN(state->weights,
                      internal::LoadModelWeights(state->manifest, state->kernels,
@@ -101,6 +118,7 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
 }
 
 const ModelManifest& VmoeEngine::manifest() const { return state_->manifest; }
+const std::string& VmoeEngine::precision() const { return state_->precision; }
 const ModelConfig& VmoeEngine::config() const {
   return state_->manifest.config();
 }

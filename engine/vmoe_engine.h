@@ -115,6 +115,10 @@ class VmoeEngine {
 
   const ModelManifest& manifest() const;
   const ModelConfig& config() const;
+  // What the engine computes in: the compute dtype ("float32" or "bf16"),
+  // followed by "/bf16-experts" or "/int8-experts" when the experts are
+  // stored, and computed, in another precision. "float32" by default.
+  const std::string& precision() const;
 
   // Runs `batch_size` images, `images` being [batch_size, 3, S, S] float32
   // normalised per the manifest's preprocessing. Returns one result per
