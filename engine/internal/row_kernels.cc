@@ -14,7 +14,8 @@ namespace {
 // OpenMP regions, so the outlined parallel bodies need no target of their
 // own.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define EDGE_VECTORIZED __attribute__((target_clones("arch=x86-64-v4", "default")))
+#define EDGE_VECTORIZED \
+  __attribute__((target_clones("arch=x86-64-v4", "default")))
 #else
 #define EDGE_VECTORIZED
 #endif
@@ -40,6 +41,11 @@ void ParallelRows(int64_t rows, int64_t work_per_row, F f) {
     f(rows * i / n, rows * (i + 1) / n, static_cast<int>(i));
   }
 }
+
+// Branch-free max and min: std::max returns a reference, which keeps GCC
+// from vectorising reductions and clamps built on it.
+inline float Max(float a, float b) { return a > b ? a : b; }
+inline float Min(float a, float b) { return a < b ? a : b; }
 
 // Stores `v` as element i of a row of type `type` (f32 or bf16).
 inline void Store(float v, DataType type, void* row, int i) {
@@ -120,12 +126,11 @@ EDGE_VECTORIZED float AbsMaxRow(const void* src, DataType type, int64_t n) {
   if (type == DataType::f32) {
     const float* s = static_cast<const float*>(src);
 #pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(s[i]));
+    for (int64_t i = 0; i < n; ++i) m = Max(m, std::fabs(s[i]));
   } else {
     const uint16_t* s = static_cast<const uint16_t*>(src);
 #pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i)
-      m = std::max(m, std::fabs(Bf16ToFloat(s[i])));
+    for (int64_t i = 0; i < n; ++i) m = Max(m, std::fabs(Bf16ToFloat(s[i])));
   }
   return m;
 }
@@ -139,8 +144,7 @@ EDGE_VECTORIZED void QuantizeRow(const void* src, DataType type, int64_t n,
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float v = (is_f32 ? f[i] : Bf16ToFloat(h[i])) * inv_scale;
-    const float r =
-        std::min(127.f, std::max(-127.f, v + (v >= 0 ? .5f : -.5f)));
+    const float r = Min(127.f, Max(-127.f, v + (v >= 0 ? .5f : -.5f)));
     dst[i] = static_cast<int8_t>(static_cast<int>(r));
   }
 }
