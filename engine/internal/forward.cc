@@ -120,7 +120,7 @@ void ForwardPass::Mlp(const BlockWeights& w) {
 }
 
 void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
-  const std::vector<std::vector<RowWeight>> per_expert = Route(w, moe_index);
+  const std::vector<std::vector<RowWeight>>& per_expert = Route(w, moe_index);
   for (int e = 0; e < c_.moe.num_experts; ++e) {
     const std::vector<RowWeight>& rows = per_expert[e];
     if (rows.empty()) continue;
@@ -139,12 +139,12 @@ void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
   }
 }
 
-std::vector<std::vector<RowWeight>> ForwardPass::Route(const BlockWeights& w,
-                                                       int moe_index) {
+const std::vector<std::vector<RowWeight>>& ForwardPass::Route(
+    const BlockWeights& w, int moe_index) {
   const MoeSpec& moe = c_.moe;
   if (moe.routing == Routing::kToken) return RouteTokens(w, moe_index);
   const int e = moe.num_experts;
-  std::vector<std::vector<RowWeight>> per_expert(e);
+  std::vector<std::vector<RowWeight>>& per_expert = ClearedRouting();
   Kernels& k = *ctx_.kernels;
   MeanOfRows(Act(ws_.h), batch_, tokens_, first_patch_, c_.num_patches(),
              c_.dim, ws_.pooled.as<float>());
@@ -165,11 +165,11 @@ std::vector<std::vector<RowWeight>> ForwardPass::Route(const BlockWeights& w,
   return per_expert;
 }
 
-std::vector<std::vector<RowWeight>> ForwardPass::RouteTokens(
+const std::vector<std::vector<RowWeight>>& ForwardPass::RouteTokens(
     const BlockWeights& w, int moe_index) {
   const MoeSpec& moe = c_.moe;
   const int e = moe.num_experts;
-  std::vector<std::vector<RowWeight>> per_expert(e);
+  std::vector<std::vector<RowWeight>>& per_expert = ClearedRouting();
   Kernels& k = *ctx_.kernels;
   // The router reads every row of h, so it has h's type (model_weights.h).
   k.Linear(exec_, w.router, rows(), Act(ws_.h), F32(ws_.gates),
@@ -191,6 +191,14 @@ std::vector<std::vector<RowWeight>> ForwardPass::RouteTokens(
     r.token_kept = std::move(routing.kept);
   }
   return per_expert;
+}
+
+std::vector<std::vector<RowWeight>>& ForwardPass::ClearedRouting() {
+  // Cleared, not freed: the lists keep their capacity across layers and
+  // calls, so routing allocates only while batches grow.
+  ws_.routed.resize(c_.moe.num_experts);
+  for (std::vector<RowWeight>& rows : ws_.routed) rows.clear();
+  return ws_.routed;
 }
 
 void ForwardPass::RunExpert(const CachedExpert& cached,

@@ -48,6 +48,8 @@ struct Workspace {
   AlignedBuffer gates;     // [B*T, E] f32
   AlignedBuffer pooled;    // [B, D] f32
   AlignedBuffer logits;    // [B, C] f32
+  // Per expert of the current MoE layer, the token rows routed to it.
+  std::vector<std::vector<RowWeight>> routed;
 };
 
 struct ForwardContext {
@@ -70,11 +72,14 @@ class ForwardPass {
   void Attention(const BlockWeights& w);
   void Mlp(const BlockWeights& w);
   void Moe(const BlockWeights& w, int block, int moe_index);
-  // Per expert, the rows routed to it in this layer (and fills routing).
-  std::vector<std::vector<RowWeight>> Route(const BlockWeights& w,
-                                            int moe_index);
-  std::vector<std::vector<RowWeight>> RouteTokens(const BlockWeights& w,
-                                                  int moe_index);
+  // Per expert, the rows routed to it in this layer (and fills routing);
+  // valid until the next call.
+  const std::vector<std::vector<RowWeight>>& Route(const BlockWeights& w,
+                                                   int moe_index);
+  const std::vector<std::vector<RowWeight>>& RouteTokens(const BlockWeights& w,
+                                                         int moe_index);
+  // ws_.routed with one empty list per expert.
+  std::vector<std::vector<RowWeight>>& ClearedRouting();
   void RunExpert(const CachedExpert& expert,
                  const std::vector<RowWeight>& rows);
   void Head();

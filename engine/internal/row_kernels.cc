@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 namespace edge::internal {
 namespace {
@@ -25,21 +24,37 @@ namespace {
 // as long on one core).
 constexpr int64_t kParallelWork = 64 * 1024;
 
-// Calls f(begin, end, thread) on contiguous slices of [0, rows), one per
-// OpenMP thread, or f(0, rows, 0) when the work is small or we already run
-// inside a parallel region.
+// Calls f(begin, end) on contiguous slices of [0, rows), one per OpenMP
+// thread, or f(0, rows) when the work is small or we already run inside a
+// parallel region.
 template <typename F>
 void ParallelRows(int64_t rows, int64_t work_per_row, F f) {
   if (rows * work_per_row < kParallelWork || omp_in_parallel() ||
       omp_get_max_threads() == 1) {
-    f(0, rows, 0);
+    f(0, rows);
     return;
   }
 #pragma omp parallel
   {
     const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-    f(rows * i / n, rows * (i + 1) / n, static_cast<int>(i));
+    f(rows * i / n, rows * (i + 1) / n);
   }
+}
+
+// The largest f(begin, end) over ParallelRows' slices.
+template <typename F>
+float ParallelMax(int64_t rows, int64_t work_per_row, F f) {
+  if (rows * work_per_row < kParallelWork || omp_in_parallel() ||
+      omp_get_max_threads() == 1) {
+    return f(0, rows);
+  }
+  float result = 0.f;
+#pragma omp parallel reduction(max : result)
+  {
+    const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+    result = f(rows * i / n, rows * (i + 1) / n);
+  }
+  return result;
 }
 
 // Branch-free max and min: std::max returns a reference, which keeps GCC
@@ -163,7 +178,7 @@ float ScaleFor(float abs_max) { return abs_max > 0.f ? abs_max / 127.f : 1.f; }
 
 void LayerNormRows(const float* src, int64_t rows, int d, const float* gamma,
                    const float* beta, float eps, MatrixRef dst) {
-  ParallelRows(rows, 4 * d, [&](int64_t begin, int64_t end, int) {
+  ParallelRows(rows, 4 * d, [&](int64_t begin, int64_t end) {
     NormChunk(src, begin, end, d, gamma, beta, eps, dst);
   });
 }
@@ -174,7 +189,7 @@ void Patchify(const float* images, int batch, int image_size, int patch,
   const int patch_len = 3 * p * p;
   const int64_t rows = static_cast<int64_t>(batch) * g * g;
   const size_t elem = ElementSize(dst.type);
-  ParallelRows(rows, patch_len, [&](int64_t begin, int64_t end, int) {
+  ParallelRows(rows, patch_len, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / (g * g), gy = r / g % g, gx = r % g;
       char* out = static_cast<char*>(dst.data) + r * patch_len * elem;
@@ -193,8 +208,7 @@ void EmbedTokens(const float* patches, const float* cls, const float* pos,
                  int batch, int tokens, int first_patch, int d, float* x) {
   const int n = tokens - first_patch;
   ParallelRows(
-      static_cast<int64_t>(batch) * tokens, d,
-      [&](int64_t begin, int64_t end, int) {
+      static_cast<int64_t>(batch) * tokens, d, [&](int64_t begin, int64_t end) {
         for (int64_t r = begin; r < end; ++r) {
           const int64_t b = r / tokens, t = r % tokens;
           const float* src =
@@ -207,7 +221,7 @@ void EmbedTokens(const float* patches, const float* cls, const float* pos,
 void GatherRows(MatrixRef src, int d, const RowWeight* rows, int64_t n,
                 MatrixRef dst) {
   const size_t row_bytes = d * ElementSize(dst.type);
-  ParallelRows(n, d, [&](int64_t begin, int64_t end, int) {
+  ParallelRows(n, d, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       char* out = static_cast<char*>(dst.data) + i * row_bytes;
       const char* in = RowOf(src, rows[i].row, d);
@@ -222,16 +236,15 @@ void GatherRows(MatrixRef src, int d, const RowWeight* rows, int64_t n,
 
 float GatherRowsQuantized(MatrixRef src, int d, const RowWeight* rows,
                           int64_t n, int8_t* dst) {
-  std::vector<float> partial(omp_get_max_threads(), 0.f);
-  ParallelRows(n, d, [&](int64_t begin, int64_t end, int thread) {
-    for (int64_t i = begin; i < end; ++i) {
-      partial[thread] = std::max(
-          partial[thread], AbsMaxRow(RowOf(src, rows[i].row, d), src.type, d));
-    }
-  });
   const float scale =
-      ScaleFor(*std::max_element(partial.begin(), partial.end()));
-  ParallelRows(n, d, [&](int64_t begin, int64_t end, int) {
+      ScaleFor(ParallelMax(n, d, [&](int64_t begin, int64_t end) {
+        float m = 0.f;
+        for (int64_t i = begin; i < end; ++i) {
+          m = Max(m, AbsMaxRow(RowOf(src, rows[i].row, d), src.type, d));
+        }
+        return m;
+      }));
+  ParallelRows(n, d, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       QuantizeRow(RowOf(src, rows[i].row, d), src.type, d, 1.f / scale,
                   dst + i * d);
@@ -244,15 +257,16 @@ float QuantizeInt8(const float* src, int64_t n, int8_t* dst) {
   // Slices of whole 4 KiB blocks, so the work splits without a row shape.
   constexpr int64_t kBlock = 1024;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<float> partial(omp_get_max_threads(), 0.f);
-  ParallelRows(blocks, kBlock, [&](int64_t begin, int64_t end, int thread) {
-    const int64_t lo = begin * kBlock, hi = std::min(n, end * kBlock);
-    if (hi > lo) partial[thread] = AbsMaxRow(src + lo, DataType::f32, hi - lo);
-  });
+  auto range = [&](int64_t begin, int64_t end) {
+    return std::make_pair(begin * kBlock, std::min(n, end * kBlock));
+  };
   const float scale =
-      ScaleFor(*std::max_element(partial.begin(), partial.end()));
-  ParallelRows(blocks, kBlock, [&](int64_t begin, int64_t end, int) {
-    const int64_t lo = begin * kBlock, hi = std::min(n, end * kBlock);
+      ScaleFor(ParallelMax(blocks, kBlock, [&](int64_t begin, int64_t end) {
+        const auto [lo, hi] = range(begin, end);
+        return hi > lo ? AbsMaxRow(src + lo, DataType::f32, hi - lo) : 0.f;
+      }));
+  ParallelRows(blocks, kBlock, [&](int64_t begin, int64_t end) {
+    const auto [lo, hi] = range(begin, end);
     if (hi > lo) {
       QuantizeRow(src + lo, DataType::f32, hi - lo, 1.f / scale, dst + lo);
     }
@@ -262,7 +276,7 @@ float QuantizeInt8(const float* src, int64_t n, int8_t* dst) {
 
 void ScatterAddRows(const float* src, int d, const RowWeight* rows, int64_t n,
                     float* x) {
-  ParallelRows(n, d, [&](int64_t begin, int64_t end, int) {
+  ParallelRows(n, d, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       AxpyRow(rows[i].weight, src + i * d, d,
               x + static_cast<int64_t>(rows[i].row) * d);
@@ -273,7 +287,7 @@ void ScatterAddRows(const float* src, int d, const RowWeight* rows, int64_t n,
 void MeanOfRows(MatrixRef src, int batch, int tokens, int first, int count,
                 int d, float* dst) {
   ParallelRows(batch, static_cast<int64_t>(count) * d,
-               [&](int64_t begin, int64_t end, int) {
+               [&](int64_t begin, int64_t end) {
                  for (int64_t b = begin; b < end; ++b) {
                    float* out = dst + b * d;
                    std::fill(out, out + d, 0.f);
