@@ -52,40 +52,82 @@ Kernels::AttentionTile Kernels::AttentionPrimitives(const AttentionShape& s,
                                                     DataType type) {
   const int64_t t = s.tokens, dh = s.head_dim, d3 = 3 * s.heads * dh;
   const int64_t d = s.heads * dh;
-  const memory::desc q_md({rows, dh}, type, Dims{d3, 1});
-  const memory::desc kt_md({dh, t}, type, Dims{1, d3});
-  const memory::desc v_md({t, dh}, type, Dims{d3, 1});
-  const memory::desc scores_md({rows, t}, DataType::f32, Tag::ab);
-  const memory::desc probs_md({rows, t}, type, Tag::ab);
-  const memory::desc out_md({rows, dh}, type, Dims{d, 1});
-  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
   AttentionTile tile;
+  // Views of one (image, head, query block) inside qkv and out.
+  tile.q = memory::desc({rows, dh}, type, Dims{d3, 1});
+  tile.kt = memory::desc({dh, t}, type, Dims{1, d3});
+  tile.v = memory::desc({t, dh}, type, Dims{d3, 1});
+  tile.scores_md = memory::desc({rows, t}, DataType::f32, Tag::ab);
+  tile.probs = memory::desc({rows, t}, type, Tag::ab);
+  tile.out = memory::desc({rows, dh}, type, Dims{d, 1});
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  // primitive_attr is a handle: copies share one attribute, so each
+  // primitive gets its own.
+  auto attr = [] {
+    dnnl::primitive_attr a;
+    a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return a;
+  };
   tile.scores = Get<dnnl::matmul>(
       Key{kScores, rows, t, d3, 0, scale, type, type, DataType::f32}, [&] {
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        attr.set_output_scales(0, {scale});
+        dnnl::primitive_attr scaled = attr();
+        scaled.set_output_scales(0, {scale});
         return dnnl::matmul::primitive_desc(
-            dnnl::matmul::desc(q_md, kt_md, scores_md), attr, engine_);
+            dnnl::matmul::desc(tile.q, tile.kt, tile.scores_md), scaled,
+            engine_);
       });
   tile.softmax = Get<dnnl::softmax_v2_forward>(
       Key{kTileSoftmax, rows, t, 0, 0, 0.f, DataType::f32, type, type}, [&] {
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
         return dnnl::softmax_v2_forward::primitive_desc(
             dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference,
                                            dnnl::algorithm::softmax_accurate,
-                                           scores_md, probs_md, 1),
-            attr, engine_);
+                                           tile.scores_md, tile.probs, 1),
+            attr(), engine_);
       });
   tile.context = Get<dnnl::matmul>(
       Key{kContext, rows, t, d3, d, 0.f, type, type, type}, [&] {
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
         return dnnl::matmul::primitive_desc(
-            dnnl::matmul::desc(probs_md, v_md, out_md), attr, engine_);
+            dnnl::matmul::desc(tile.probs, tile.v, tile.out), attr(), engine_);
       });
   return tile;
+}
+
+void Kernels::RunTile(ExecContext::ThreadSlot& slot, const AttentionTile& tile,
+                      const void* q, const void* k, const void* v,
+                      void* out) const {
+  using Args = std::vector<std::pair<int, memory::desc>>;
+  BoundCall& scores = slot.calls.Get(tile.scores.primitive, engine_, [&] {
+    return Args{{DNNL_ARG_SRC, tile.q},
+                {DNNL_ARG_WEIGHTS, tile.kt},
+                {DNNL_ARG_DST, tile.scores_md},
+                {DNNL_ARG_SCRATCHPAD, tile.scores.scratchpad}};
+  });
+  BoundCall& softmax = slot.calls.Get(tile.softmax.primitive, engine_, [&] {
+    return Args{{DNNL_ARG_SRC, tile.scores_md},
+                {DNNL_ARG_DST, tile.probs},
+                {DNNL_ARG_SCRATCHPAD, tile.softmax.scratchpad}};
+  });
+  BoundCall& context = slot.calls.Get(tile.context.primitive, engine_, [&] {
+    return Args{{DNNL_ARG_SRC, tile.probs},
+                {DNNL_ARG_WEIGHTS, tile.v},
+                {DNNL_ARG_DST, tile.out},
+                {DNNL_ARG_SCRATCHPAD, tile.context.scratchpad}};
+  });
+  void* pad = slot.scratchpad.data();
+  scores.Set(DNNL_ARG_SRC, q);
+  scores.Set(DNNL_ARG_WEIGHTS, k);
+  scores.Set(DNNL_ARG_DST, slot.scores.data());
+  scores.Set(DNNL_ARG_SCRATCHPAD, pad);
+  scores.Execute(slot.stream);
+  softmax.Set(DNNL_ARG_SRC, slot.scores.data());
+  softmax.Set(DNNL_ARG_DST, slot.probs.data());
+  softmax.Set(DNNL_ARG_SCRATCHPAD, pad);
+  softmax.Execute(slot.stream);
+  context.Set(DNNL_ARG_SRC, slot.probs.data());
+  context.Set(DNNL_ARG_WEIGHTS, v);
+  context.Set(DNNL_ARG_DST, out);
+  context.Set(DNNL_ARG_SCRATCHPAD, pad);
+  context.Execute(slot.stream);
 }
 
 void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
@@ -98,8 +140,39 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
   const int64_t large_rows = (s.tokens + blocks - 1) / blocks;
   const AttentionTile small = AttentionPrimitives(s, small_rows, qkv.type);
   const AttentionTile large = AttentionPrimitives(s, large_rows, qkv.type);
-  size_t scratch = 0;
-  for (const AttentionTile* tile : {&small, &large}) {
+  ReserveTileSlots(x, threads, {&small, &large}, large_rows * s.tokens,
+                   qkv.type);
+  const int64_t t = s.tokens, dh = s.head_dim, d = s.heads * dh, d3 = 3 * d;
+  const size_t e = ElementBytes(qkv.type);
+  const char* in = static_cast<const char*>(qkv.data);
+  char* dst = static_cast<char*>(out.data);
+  const int64_t tiles = static_cast<int64_t>(images_heads) * blocks;
+  // An exception must not leave an OpenMP region: the first is kept and
+  // rethrown after it.
+  std::exception_ptr error;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < tiles; ++i) try {
+      const int64_t b = i / (s.heads * blocks), h = i / blocks % s.heads;
+      const int64_t block = i % blocks;
+      const int64_t q0 = t * block / blocks, q1 = t * (block + 1) / blocks;
+      const char* image = in + b * t * d3 * e;
+      RunTile(
+          x.slot(omp_get_thread_num()), q1 - q0 == small_rows ? small : large,
+          image + (q0 * d3 + h * dh) * e, image + (d + h * dh) * e,
+          image + (2 * d + h * dh) * e, dst + ((b * t + q0) * d + h * dh) * e);
+    } catch (...) {
+#pragma omp critical(edge_attention_error)
+      if (!error) error = std::current_exception();
+    }
+  if (error) std::rethrow_exception(error);
+}
+
+void Kernels::ReserveTileSlots(
+    ExecContext& x, int threads,
+    std::initializer_list<const AttentionTile*> tiles, int64_t tile_elements,
+    DataType type) {
+  size_t scratch = 1;
+  for (const AttentionTile* tile : tiles) {
     for (const Cached* c : {&tile->scores, &tile->softmax, &tile->context}) {
       scratch = std::max(scratch, c->scratchpad.get_size());
     }
@@ -107,52 +180,10 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
   x.ReserveSlots(threads);
   for (int i = 0; i < threads; ++i) {
     ExecContext::ThreadSlot& slot = x.slot(i);
-    slot.scratchpad.Reserve(std::max<size_t>(scratch, 1));
-    slot.scores.Reserve(sizeof(float) * large_rows * s.tokens);
-    slot.probs.Reserve(ElementBytes(qkv.type) * large_rows * s.tokens);
+    slot.scratchpad.Reserve(scratch);
+    slot.scores.Reserve(sizeof(float) * tile_elements);
+    slot.probs.Reserve(ElementBytes(type) * tile_elements);
   }
-  const int64_t t = s.tokens, dh = s.head_dim, d = s.heads * dh, d3 = 3 * d;
-  const size_t e = ElementBytes(qkv.type);
-  const char* qkv_bytes = static_cast<const char*>(qkv.data);
-  char* out_bytes = static_cast<char*>(out.data);
-  const int64_t tiles = static_cast<int64_t>(images_heads) * blocks;
-  // An exception must not leave an OpenMP region: the first is kept and
-  // rethrown after it.
-  std::exception_ptr error;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t i = 0; i < tiles; ++i) try {
-      ExecContext::ThreadSlot& slot = x.slot(omp_get_thread_num());
-      const int64_t b = i / (s.heads * blocks), h = i / blocks % s.heads;
-      const int64_t block = i % blocks;
-      const int64_t q0 = t * block / blocks, q1 = t * (block + 1) / blocks;
-      const AttentionTile& tile = q1 - q0 == small_rows ? small : large;
-      const int64_t rows = q1 - q0;
-      const char* image = qkv_bytes + b * t * d3 * e;
-      const memory::desc q_md({rows, dh}, qkv.type, Dims{d3, 1});
-      const memory::desc kt_md({dh, t}, qkv.type, Dims{1, d3});
-      const memory::desc v_md({t, dh}, qkv.type, Dims{d3, 1});
-      const memory::desc scores_md({rows, t}, DataType::f32, Tag::ab);
-      const memory::desc probs_md({rows, t}, qkv.type, Tag::ab);
-      const memory::desc out_md({rows, dh}, qkv.type, Dims{d, 1});
-      void* pad = slot.scratchpad.data();
-      const memory scores = Wrap(scores_md, slot.scores.data());
-      const memory probs = Wrap(probs_md, slot.probs.data());
-      Execute(slot.stream, pad, tile.scores,
-              {{DNNL_ARG_SRC, Wrap(q_md, image + (q0 * d3 + h * dh) * e)},
-               {DNNL_ARG_WEIGHTS, Wrap(kt_md, image + (d + h * dh) * e)},
-               {DNNL_ARG_DST, scores}});
-      Execute(slot.stream, pad, tile.softmax,
-              {{DNNL_ARG_SRC, scores}, {DNNL_ARG_DST, probs}});
-      Execute(slot.stream, pad, tile.context,
-              {{DNNL_ARG_SRC, probs},
-               {DNNL_ARG_WEIGHTS, Wrap(v_md, image + (2 * d + h * dh) * e)},
-               {DNNL_ARG_DST,
-                Wrap(out_md, out_bytes + ((b * t + q0) * d + h * dh) * e)}});
-    } catch (...) {
-#pragma omp critical(edge_attention_error)
-      if (!error) error = std::current_exception();
-    }
-  if (error) std::rethrow_exception(error);
 }
 
 }  // namespace edge::internal

@@ -1,5 +1,6 @@
 #include "engine/internal/kernels.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace edge::internal {
@@ -41,9 +42,9 @@ uint64_t LinearWeights::bytes() const {
 
 Kernels::Kernels() : engine_(dnnl::engine::kind::cpu, 0) {}
 
-dnnl::memory ExecContext::Scratchpad(const memory::desc& md) {
-  scratchpad_.Reserve(md.get_size());
-  return memory(md, engine_, scratchpad_.data());
+void* ExecContext::Scratchpad(size_t bytes) {
+  scratchpad_.Reserve(std::max<size_t>(bytes, 1));
+  return scratchpad_.data();
 }
 
 void ExecContext::ReserveSlots(int threads) {
@@ -54,19 +55,6 @@ void ExecContext::ReserveSlots(int threads) {
 
 memory Kernels::Wrap(const memory::desc& md, const void* p) const {
   return memory(md, engine_, const_cast<void*>(p));
-}
-
-void Kernels::Execute(dnnl::stream& stream, void* scratchpad,
-                      const Cached& cached,
-                      std::unordered_map<int, memory> args) const {
-  args.emplace(DNNL_ARG_SCRATCHPAD, Wrap(cached.scratchpad, scratchpad));
-  cached.primitive.execute(stream, args);
-}
-
-void Kernels::Execute(ExecContext& x, const Cached& cached,
-                      std::unordered_map<int, memory> args) {
-  memory scratchpad = x.Scratchpad(cached.scratchpad);
-  Execute(x.stream(), scratchpad.get_data_handle(), cached, std::move(args));
 }
 
 const memory::desc& Kernels::WeightsDesc(int in, int out, DataType type) {
@@ -135,14 +123,26 @@ Kernels::Cached Kernels::LinearPrimitive(const LinearWeights& w, int64_t m,
 void Kernels::Linear(ExecContext& x, const LinearWeights& w, int64_t m,
                      MatrixRef src, MatrixRef dst, Epilogue epilogue) {
   const Cached prim = LinearPrimitive(w, m, src.type, dst.type, epilogue);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC,
-       Wrap(memory::desc({m, w.in}, src.type, Tag::ab), src.data)},
-      {DNNL_ARG_WEIGHTS, w.weights},
-      {DNNL_ARG_BIAS, w.bias},
-      {DNNL_ARG_DST,
-       Wrap(memory::desc({m, w.out}, dst.type, Tag::ab), dst.data)}};
-  if (w.type() == DataType::s8) {
+  const bool int8 = w.type() == DataType::s8;
+  BoundCall& call = x.calls().Get(prim.primitive, engine_, [&] {
+    std::vector<std::pair<int, memory::desc>> args{
+        {DNNL_ARG_SRC, memory::desc({m, w.in}, src.type, Tag::ab)},
+        {DNNL_ARG_WEIGHTS, w.weights.get_desc()},
+        {DNNL_ARG_BIAS, w.bias.get_desc()},
+        {DNNL_ARG_DST, memory::desc({m, w.out}, dst.type, Tag::ab)},
+        {DNNL_ARG_SCRATCHPAD, prim.scratchpad}};
+    if (int8) {
+      args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES,
+                      memory::desc({w.out}, DataType::f32, Tag::a)});
+    }
+    return args;
+  });
+  call.Set(DNNL_ARG_SRC, src.data);
+  call.Set(DNNL_ARG_WEIGHTS, w.weights.get_data_handle());
+  call.Set(DNNL_ARG_BIAS, w.bias.get_data_handle());
+  call.Set(DNNL_ARG_DST, dst.data);
+  call.Set(DNNL_ARG_SCRATCHPAD, x.Scratchpad(prim.scratchpad.get_size()));
+  if (int8) {
     // oneDNN 2.6's int8 matmul computes scale[n] * (acc + bias[n]), so the
     // bias is divided by the scale it will be multiplied with.
     x.quant_scales().Reserve(sizeof(float) * w.out);
@@ -154,11 +154,10 @@ void Kernels::Linear(ExecContext& x, const LinearWeights& w, int64_t m,
       scales[n] = src.scale * w.scales[n];
       bias[n] = b[n] / scales[n];
     }
-    const memory::desc vec({w.out}, DataType::f32, Tag::a);
-    args[DNNL_ARG_ATTR_OUTPUT_SCALES] = Wrap(vec, scales);
-    args[DNNL_ARG_BIAS] = Wrap(w.bias.get_desc(), bias);
+    call.Set(DNNL_ARG_ATTR_OUTPUT_SCALES, scales);
+    call.Set(DNNL_ARG_BIAS, bias);
   }
-  Execute(x, prim, std::move(args));
+  call.Execute(x.stream());
 }
 
 void Kernels::Softmax(ExecContext& x, int64_t rows, int cols, float* data) {
@@ -170,8 +169,16 @@ void Kernels::Softmax(ExecContext& x, int64_t rows, int cols, float* data) {
         dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, 1),
         UserScratchpad(), engine_);
   });
-  memory m = Wrap(md, data);
-  Execute(x, prim, {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}});
+  BoundCall& call = x.calls().Get(prim.primitive, engine_, [&] {
+    return std::vector<std::pair<int, memory::desc>>{
+        {DNNL_ARG_SRC, md},
+        {DNNL_ARG_DST, md},
+        {DNNL_ARG_SCRATCHPAD, prim.scratchpad}};
+  });
+  call.Set(DNNL_ARG_SRC, data);
+  call.Set(DNNL_ARG_DST, data);
+  call.Set(DNNL_ARG_SCRATCHPAD, x.Scratchpad(prim.scratchpad.get_size()));
+  call.Execute(x.stream());
 }
 
 }  // namespace edge::internal

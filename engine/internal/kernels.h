@@ -25,15 +25,16 @@
 #define EDGE_ENGINE_INTERNAL_KERNELS_H_
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/internal/aligned_buffer.h"
+#include "engine/internal/bound_call.h"
 #include "engine/internal/row_kernels.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -86,13 +87,15 @@ class ExecContext {
     AlignedBuffer scratchpad;
     AlignedBuffer scores;  // f32 attention scores of one tile.
     AlignedBuffer probs;   // softmax output, activation type.
+    CallCache calls;
   };
 
   explicit ExecContext(const dnnl::engine& engine)
       : engine_(engine), stream_(engine) {}
   dnnl::stream& stream() { return stream_; }
-  // A scratchpad memory object of `md`'s size over this context's buffer.
-  dnnl::memory Scratchpad(const dnnl::memory::desc& md);
+  // This context's scratchpad, grown to at least `bytes`.
+  void* Scratchpad(size_t bytes);
+  CallCache& calls() { return calls_; }
   // Makes slots 0 .. threads-1 exist. Call outside parallel regions.
   void ReserveSlots(int threads);
   ThreadSlot& slot(int thread) { return *slots_[thread]; }
@@ -104,6 +107,7 @@ class ExecContext {
   dnnl::engine engine_;
   dnnl::stream stream_;
   AlignedBuffer scratchpad_;
+  CallCache calls_;
   std::vector<std::unique_ptr<ThreadSlot>> slots_;
   AlignedBuffer quant_scales_;
   AlignedBuffer quant_bias_;
@@ -162,18 +166,22 @@ class Kernels {
   Cached Get(const Key& key, Make make) ABSL_LOCKS_EXCLUDED(mu_);
   Cached LinearPrimitive(const LinearWeights& w, int64_t m, DataType src,
                          DataType dst, Epilogue epilogue);
-  // The three primitives of one attention tile of `rows` queries.
+  // The primitives of one attention tile of `rows` queries, and the memory
+  // descriptors of its operands.
   struct AttentionTile {
     Cached scores, softmax, context;
+    dnnl::memory::desc q, kt, v, scores_md, probs, out;
   };
   AttentionTile AttentionPrimitives(const AttentionShape& s, int64_t rows,
                                     DataType type);
-  // Executes a cached primitive with the scratchpad at `scratchpad` (at
-  // least cached.scratchpad's size) on `stream`.
-  void Execute(dnnl::stream& stream, void* scratchpad, const Cached& cached,
-               std::unordered_map<int, dnnl::memory> args) const;
-  void Execute(ExecContext& x, const Cached& cached,
-               std::unordered_map<int, dnnl::memory> args);
+  // scores -> softmax -> context of one tile, on the calling thread.
+  void RunTile(ExecContext::ThreadSlot& slot, const AttentionTile& tile,
+               const void* q, const void* k, const void* v, void* out) const;
+  // Gives each of `threads` slots scratch for the largest of `tiles`.
+  static void ReserveTileSlots(
+      ExecContext& x, int threads,
+      std::initializer_list<const AttentionTile*> tiles, int64_t tile_elements,
+      DataType type);
   dnnl::memory Wrap(const dnnl::memory::desc& md, const void* p) const;
 
   const dnnl::engine engine_;
