@@ -209,14 +209,18 @@ void ForwardPass::RunExpert(const CachedExpert& cached,
   const int64_t m = static_cast<int64_t>(rows.size());
   const DataType type = expert.fc1().type();
   if (type == DataType::s8) {
-    const float scale = GatherRowsQuantized(Act(ws_.h), d, rows.data(), m,
-                                            ws_.gathered.as<int8_t>());
-    k.Linear(exec_, expert.fc1(), m, {ws_.gathered.data(), type, scale},
+    // u8 activations, s8 weights: oneDNN's int8 matmul (gemm:jit, VNNI).
+    const Quantization in = GatherRowsQuantized(Act(ws_.h), d, rows.data(), m,
+                                                ws_.gathered.as<uint8_t>());
+    k.Linear(exec_, expert.fc1(), m,
+             {ws_.gathered.data(), DataType::u8, in.scale, in.zero_point},
              F32(ws_.hidden), Epilogue::kGelu);
-    const float hidden_scale = QuantizeInt8(
-        ws_.hidden.as<float>(), m * c_.mlp_dim, ws_.hidden_q.as<int8_t>());
-    k.Linear(exec_, expert.fc2(), m, {ws_.hidden_q.data(), type, hidden_scale},
-             F32(ws_.rows_f32), Epilogue::kStore);
+    const Quantization hidden = QuantizeU8(
+        ws_.hidden.as<float>(), m * c_.mlp_dim, ws_.hidden_q.as<uint8_t>());
+    k.Linear(
+        exec_, expert.fc2(), m,
+        {ws_.hidden_q.data(), DataType::u8, hidden.scale, hidden.zero_point},
+        F32(ws_.rows_f32), Epilogue::kStore);
   } else {
     const MatrixRef gathered{ws_.gathered.data(), type};
     GatherRows(Act(ws_.h), d, rows.data(), m, gathered);

@@ -7,7 +7,9 @@
 // engine's activation type: f32, or bf16 with compute_dtype bf16. Experts
 // compute in the type they were prepared in (model_weights.h): f32/bf16
 // experts read those rows directly (converted while gathering if needed),
-// int8 experts read them quantised per call.
+// int8 experts read them quantised per call to u8 with one scale and zero
+// point per matrix (asymmetric: the post-GELU hidden is mostly >= 0, where
+// a symmetric s8 code would waste its negative half).
 //
 // Not thread-safe: one ForwardPass per Run() call, each with its own
 // Workspace (buffers, stream, scratchpad). The shared parts (weights, kernels,
@@ -41,7 +43,7 @@ struct Workspace {
   AlignedBuffer qkv;       // [B*T, 3D]
   AlignedBuffer context;   // [B*T, D]
   AlignedBuffer hidden;    // [B*T, F]
-  AlignedBuffer hidden_q;  // [B*T, F] int8 experts: hidden, quantised
+  AlignedBuffer hidden_q;  // [B*T, F] int8 experts: hidden, quantised (u8)
   AlignedBuffer gathered;  // [B*T, D] tokens routed to one expert
   AlignedBuffer rows_f32;  // [B*T, D] f32: patch embeddings, expert output,
                            // final norm

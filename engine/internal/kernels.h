@@ -10,9 +10,10 @@
 //
 // Precision: a linear layer's weights are f32, bf16 (computed with f32
 // accumulation, brg:avx512_core_bf16) or s8 with a float scale per output
-// channel. An s8 layer takes s8 activations quantised with one scale per
-// matrix (MatrixRef::scale) and runs an int8 matmul (VNNI) whose output
-// scales are src_scale * weight_scale[n], passed at execution time.
+// channel. An s8 layer takes u8 activations quantised with one scale and
+// zero point per matrix (MatrixRef) and runs an int8 matmul (VNNI) whose
+// output scales (src_scale * weight_scale[n]) and zero point are passed at
+// execution time.
 //
 // Thread-safe: primitives are created under a mutex and executed without it.
 // Every primitive uses a user-provided scratchpad (scratchpad_mode::user):
@@ -135,8 +136,8 @@ class Kernels {
   // Bytes PrepareLinear() would hold for this shape and target type.
   uint64_t LinearBytes(int in, int out, DataType target);
 
-  // dst[m, out] (op)= src[m, in] W^T + b. src has the weights' type; dst is
-  // f32 or (for f32/bf16 weights) bf16.
+  // dst[m, out] (op)= src[m, in] W^T + b. src has the weights' type (u8
+  // for s8 weights); dst is f32 or (for f32/bf16 weights) bf16.
   void Linear(ExecContext& x, const LinearWeights& w, int64_t m, MatrixRef src,
               MatrixRef dst, Epilogue epilogue);
   // In place softmax over each row of data[rows, cols], f32.

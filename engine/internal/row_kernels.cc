@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace edge::internal {
 namespace {
@@ -41,20 +42,23 @@ void ParallelRows(int64_t rows, int64_t work_per_row, F f) {
   }
 }
 
-// The largest f(begin, end) over ParallelRows' slices.
+// The smallest and largest value over ParallelRows' slices, where
+// f(begin, end) returns a slice's {min, max}.
 template <typename F>
-float ParallelMax(int64_t rows, int64_t work_per_row, F f) {
+std::pair<float, float> ParallelRange(int64_t rows, int64_t work_per_row, F f) {
   if (rows * work_per_row < kParallelWork || omp_in_parallel() ||
       omp_get_max_threads() == 1) {
     return f(0, rows);
   }
-  float result = 0.f;
-#pragma omp parallel reduction(max : result)
+  float lo = 0.f, hi = 0.f;
+#pragma omp parallel reduction(min : lo) reduction(max : hi)
   {
     const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-    result = f(rows * i / n, rows * (i + 1) / n);
+    const auto [slice_lo, slice_hi] = f(rows * i / n, rows * (i + 1) / n);
+    lo = slice_lo;
+    hi = slice_hi;
   }
-  return result;
+  return {lo, hi};
 }
 
 // Branch-free max and min: std::max returns a reference, which keeps GCC
@@ -135,33 +139,53 @@ EDGE_VECTORIZED void AccumulateRow(const void* src, DataType type, int d,
   }
 }
 
-// max |x| over a row of f32 or bf16.
-EDGE_VECTORIZED float AbsMaxRow(const void* src, DataType type, int64_t n) {
-  float m = 0.f;
+// Widens [lo, hi] to cover a row of f32 or bf16.
+EDGE_VECTORIZED void RangeOfRow(const void* src, DataType type, int64_t n,
+                                float& lo, float& hi) {
+  float l = lo, h = hi;
   if (type == DataType::f32) {
     const float* s = static_cast<const float*>(src);
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = Max(m, std::fabs(s[i]));
+#pragma omp simd reduction(min : l) reduction(max : h)
+    for (int64_t i = 0; i < n; ++i) {
+      l = Min(l, s[i]);
+      h = Max(h, s[i]);
+    }
   } else {
     const uint16_t* s = static_cast<const uint16_t*>(src);
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = Max(m, std::fabs(Bf16ToFloat(s[i])));
+#pragma omp simd reduction(min : l) reduction(max : h)
+    for (int64_t i = 0; i < n; ++i) {
+      l = Min(l, Bf16ToFloat(s[i]));
+      h = Max(h, Bf16ToFloat(s[i]));
+    }
   }
-  return m;
+  lo = l;
+  hi = h;
 }
 
-// dst = clamp(round(x * inv_scale), -127, 127), rounding half away from 0.
+// dst = clamp(round(x * inv_scale) + zero_point, 0, 255), rounding half
+// up (truncating a non-negative float floors it).
 EDGE_VECTORIZED void QuantizeRow(const void* src, DataType type, int64_t n,
-                                 float inv_scale, int8_t* dst) {
+                                 float inv_scale, float zero_point,
+                                 uint8_t* dst) {
   const float* f = static_cast<const float*>(src);
   const uint16_t* h = static_cast<const uint16_t*>(src);
   const bool is_f32 = type == DataType::f32;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     const float v = (is_f32 ? f[i] : Bf16ToFloat(h[i])) * inv_scale;
-    const float r = Min(127.f, Max(-127.f, v + (v >= 0 ? .5f : -.5f)));
-    dst[i] = static_cast<int8_t>(static_cast<int>(r));
+    const float q = Min(255.f, Max(0.f, v + zero_point + .5f));
+    dst[i] = static_cast<uint8_t>(static_cast<int>(q));
   }
+}
+
+// The u8 quantisation of values in [lo, hi]: the range is widened to hold 0
+// so that zero_point is an integer in [0, 255].
+Quantization QuantizationFor(float lo, float hi) {
+  lo = Min(lo, 0.f);
+  hi = Max(hi, 0.f);
+  if (hi - lo <= 0.f) return {};
+  const float scale = (hi - lo) / 255.f;
+  return {scale, static_cast<int32_t>(-lo / scale + .5f)};
 }
 
 size_t ElementSize(DataType type) {
@@ -171,8 +195,6 @@ size_t ElementSize(DataType type) {
 const char* RowOf(MatrixRef m, int64_t row, int d) {
   return static_cast<const char*>(m.data) + row * d * ElementSize(m.type);
 }
-
-float ScaleFor(float abs_max) { return abs_max > 0.f ? abs_max / 127.f : 1.f; }
 
 }  // namespace
 
@@ -234,44 +256,50 @@ void GatherRows(MatrixRef src, int d, const RowWeight* rows, int64_t n,
   });
 }
 
-float GatherRowsQuantized(MatrixRef src, int d, const RowWeight* rows,
-                          int64_t n, int8_t* dst) {
-  const float scale =
-      ScaleFor(ParallelMax(n, d, [&](int64_t begin, int64_t end) {
-        float m = 0.f;
-        for (int64_t i = begin; i < end; ++i) {
-          m = Max(m, AbsMaxRow(RowOf(src, rows[i].row, d), src.type, d));
-        }
-        return m;
-      }));
+Quantization GatherRowsQuantized(MatrixRef src, int d, const RowWeight* rows,
+                                 int64_t n, uint8_t* dst) {
+  const auto [lo, hi] = ParallelRange(n, d, [&](int64_t begin, int64_t end) {
+    float l = 0.f, h = 0.f;
+    for (int64_t i = begin; i < end; ++i) {
+      RangeOfRow(RowOf(src, rows[i].row, d), src.type, d, l, h);
+    }
+    return std::make_pair(l, h);
+  });
+  const Quantization q = QuantizationFor(lo, hi);
   ParallelRows(n, d, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      QuantizeRow(RowOf(src, rows[i].row, d), src.type, d, 1.f / scale,
-                  dst + i * d);
+      QuantizeRow(RowOf(src, rows[i].row, d), src.type, d, 1.f / q.scale,
+                  static_cast<float>(q.zero_point), dst + i * d);
     }
   });
-  return scale;
+  return q;
 }
 
-float QuantizeInt8(const float* src, int64_t n, int8_t* dst) {
+Quantization QuantizeU8(const float* src, int64_t n, uint8_t* dst) {
   // Slices of whole 4 KiB blocks, so the work splits without a row shape.
   constexpr int64_t kBlock = 1024;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   auto range = [&](int64_t begin, int64_t end) {
     return std::make_pair(begin * kBlock, std::min(n, end * kBlock));
   };
-  const float scale =
-      ScaleFor(ParallelMax(blocks, kBlock, [&](int64_t begin, int64_t end) {
-        const auto [lo, hi] = range(begin, end);
-        return hi > lo ? AbsMaxRow(src + lo, DataType::f32, hi - lo) : 0.f;
-      }));
+  const auto [lo, hi] =
+      ParallelRange(blocks, kBlock, [&](int64_t begin, int64_t end) {
+        const auto [first, last] = range(begin, end);
+        float l = 0.f, h = 0.f;
+        if (last > first) {
+          RangeOfRow(src + first, DataType::f32, last - first, l, h);
+        }
+        return std::make_pair(l, h);
+      });
+  const Quantization q = QuantizationFor(lo, hi);
   ParallelRows(blocks, kBlock, [&](int64_t begin, int64_t end) {
-    const auto [lo, hi] = range(begin, end);
-    if (hi > lo) {
-      QuantizeRow(src + lo, DataType::f32, hi - lo, 1.f / scale, dst + lo);
+    const auto [first, last] = range(begin, end);
+    if (last > first) {
+      QuantizeRow(src + first, DataType::f32, last - first, 1.f / q.scale,
+                  static_cast<float>(q.zero_point), dst + first);
     }
   });
-  return scale;
+  return q;
 }
 
 void ScatterAddRows(const float* src, int d, const RowWeight* rows, int64_t n,

@@ -23,11 +23,13 @@ namespace edge::internal {
 using DataType = dnnl::memory::data_type;
 
 // A row-major activation matrix in a workspace buffer; the caller knows its
-// shape. `type` is f32, bf16 or s8; s8 data stands for scale * int8.
+// shape. `type` is f32, bf16 or u8; u8 data q stands for
+// scale * (q - zero_point).
 struct MatrixRef {
   void* data = nullptr;
   DataType type = DataType::f32;
   float scale = 1.f;
+  int32_t zero_point = 0;
 };
 
 // One token row's share of an expert's work.
@@ -73,14 +75,21 @@ void EmbedTokens(const float* patches, const float* cls, const float* pos,
 void GatherRows(MatrixRef src, int d, const RowWeight* rows, int64_t n,
                 MatrixRef dst);
 
-// Like GatherRows into int8, quantised symmetrically with one scale for the
-// whole gathered matrix: dst = round(x / scale), scale = max|x| / 127
-// (1 when every x is 0). Returns the scale.
-float GatherRowsQuantized(MatrixRef src, int d, const RowWeight* rows,
-                          int64_t n, int8_t* dst);
+// How a matrix was quantised to u8: x ~= scale * (q - zero_point).
+struct Quantization {
+  float scale = 1.f;
+  int32_t zero_point = 0;
+};
 
-// Quantises `n` floats as GatherRowsQuantized does. Returns the scale.
-float QuantizeInt8(const float* src, int64_t n, int8_t* dst);
+// Like GatherRows into u8, quantised asymmetrically with one scale and zero
+// point for the whole gathered matrix, from its min and max (0 is always
+// representable exactly, so zero padding and ReLU-like zeros stay exact).
+// A constant matrix gets scale 1.
+Quantization GatherRowsQuantized(MatrixRef src, int d, const RowWeight* rows,
+                                 int64_t n, uint8_t* dst);
+
+// Quantises `n` floats as GatherRowsQuantized does.
+Quantization QuantizeU8(const float* src, int64_t n, uint8_t* dst);
 
 // x[rows[i].row] += rows[i].weight * src[i] for i < n, rows of `d` floats.
 // REQUIRES: the rows are distinct (one expert sees a token at most once).

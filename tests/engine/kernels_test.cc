@@ -130,9 +130,11 @@ TEST(KernelsTest, LinearMatchesNaiveInEveryWeightType) {
            Epilogue::kStore);
   EXPECT_LT(MaxError(dst, want), 0.1);  // 7 significant bits, sums of 48.
 
-  // s8 weights with per-output-channel scales, s8 inputs with one scale.
+  // s8 weights with per-output-channel scales, u8 inputs with one scale and
+  // zero point.
   std::vector<float> scales(out);
-  std::vector<int8_t> w8(w.size()), src8(src.size());
+  std::vector<int8_t> w8(w.size());
+  std::vector<uint8_t> src8(src.size());
   for (int o = 0; o < out; ++o) {
     float max = 0;
     for (int i = 0; i < in; ++i) max = std::max(max, std::abs(w[o * in + i]));
@@ -144,11 +146,12 @@ TEST(KernelsTest, LinearMatchesNaiveInEveryWeightType) {
   }
   LinearWeights s8 = k.PrepareLinear({w8.data(), DataType::s8, scales.data()},
                                      b.data(), in, out, DataType::s8);
-  const float src_scale =
-      QuantizeInt8(src.data(), static_cast<int64_t>(src.size()), src8.data());
-  k.Linear(x, s8, m, {src8.data(), DataType::s8, src_scale}, {dst.data()},
-           Epilogue::kStore);
-  EXPECT_LT(MaxError(dst, want), 0.25);  // both sides rounded to 1/127.
+  const Quantization q =
+      QuantizeU8(src.data(), static_cast<int64_t>(src.size()), src8.data());
+  EXPECT_GT(q.zero_point, 0);  // normal inputs have both signs.
+  k.Linear(x, s8, m, {src8.data(), DataType::u8, q.scale, q.zero_point},
+           {dst.data()}, Epilogue::kStore);
+  EXPECT_LT(MaxError(dst, want), 0.25);  // both sides rounded to ~1/127.
   EXPECT_EQ(s8.bytes(),
             static_cast<uint64_t>(k.LinearBytes(in, out, DataType::s8)));
 }
@@ -181,19 +184,23 @@ TEST(KernelsTest, GatherQuantizesAndScatterAddsTheRoutedRows) {
   const int d = 24;
   const std::vector<float> h = Random(6 * d, 7);
   const std::vector<RowWeight> rows{{4, 0.5f}, {1, 0.25f}};
-  std::vector<int8_t> q(rows.size() * d);
-  const float scale =
+  std::vector<uint8_t> q(rows.size() * d);
+  const Quantization quant =
       GatherRowsQuantized({const_cast<float*>(h.data())}, d, rows.data(),
                           static_cast<int64_t>(rows.size()), q.data());
-  float max = 0;
+  float lo = 0, hi = 0;
   for (const RowWeight& r : rows) {
-    for (int i = 0; i < d; ++i) max = std::max(max, std::abs(h[r.row * d + i]));
+    for (int i = 0; i < d; ++i) {
+      lo = std::min(lo, h[r.row * d + i]);
+      hi = std::max(hi, h[r.row * d + i]);
+    }
   }
-  EXPECT_FLOAT_EQ(scale, max / 127);
+  EXPECT_FLOAT_EQ(quant.scale, (hi - lo) / 255);
+  EXPECT_EQ(quant.zero_point, std::lround(-lo / quant.scale));
   for (size_t j = 0; j < rows.size(); ++j) {
     for (int i = 0; i < d; ++i) {
-      EXPECT_NEAR(q[j * d + i] * scale, h[rows[j].row * d + i],
-                  scale / 2 + 1e-6);
+      EXPECT_NEAR((q[j * d + i] - quant.zero_point) * quant.scale,
+                  h[rows[j].row * d + i], quant.scale * 0.51f);
     }
   }
   std::vector<float> x(6 * d, 1.f), y = Random(rows.size() * d, 8);
