@@ -145,6 +145,17 @@ int main(int argc, char** argv) {
       batch * ms.size() / elapsed, mean_ms, Percentile(ms, 0.5),
       Percentile(ms, 0.99), cpu_ms,
       sum.total_us > 0 ? 100.0 * sum.expert_fetch_us / sum.total_us : 0.0);
+  const edge::ExpertCacheStats cache = (*engine)->cache_stats();
+  if (cache.resident_experts > 0) {
+    std::printf(
+        "precision=%s expert_cache resident=%llu bytes in %d "
+        "experts (%llu bytes each)\n",
+        (*engine)->precision().c_str(),
+        static_cast<unsigned long long>(cache.resident_bytes),
+        cache.resident_experts,
+        static_cast<unsigned long long>(cache.resident_bytes /
+                                        cache.resident_experts));
+  }
   if (absl::GetFlag(FLAGS_stages)) PrintStages(sum, ms.size());
   return 0;
 }
