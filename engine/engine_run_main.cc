@@ -3,11 +3,14 @@
 // check behind the parity tests.
 //
 //   engine_run --model DIR --input X.npy --output Y.npy [--experts E.json]
+//              [--dtype f32|bf16] [--batch N]
 //
 // X is float32 [B, 3, S, S]; Y is float32 [B, C]. Exit code 1 on any error,
 // including an image whose expert could not be loaded (named on stderr).
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -27,6 +30,11 @@ ABSL_FLAG(std::string, experts, "",
           "optional: write the chosen experts as JSON");
 ABSL_FLAG(uint64_t, cache_budget_bytes, 0,
           "expert cache budget in bytes; 0 = unbounded");
+ABSL_FLAG(int, batch, 0,
+          "images per engine call; 0 = the whole input in one call");
+ABSL_FLAG(std::string, dtype, "f32",
+          "compute dtype of the large matmuls: f32 or bf16");
+ABSL_FLAG(int, threads, 0, "OpenMP threads; 0 = OpenMP's default");
 
 namespace {
 
@@ -99,9 +107,16 @@ int main(int argc, char** argv) {
   if (!x.ok()) return Fail(x.status().ToString());
   edge::EngineOptions options;
   options.cache.budget_bytes = absl::GetFlag(FLAGS_cache_budget_bytes);
-  if (!x->shape.empty() && x->shape[0] > 0) {
-    options.max_batch_size = static_cast<int>(x->shape[0]);
-  }
+  options.num_threads = absl::GetFlag(FLAGS_threads);
+  auto dtype = edge::ParseComputeDtype(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) return Fail(dtype.status().ToString());
+  options.compute_dtype = *dtype;
+  const int64_t images = x->shape.empty() ? 0 : x->shape[0];
+  const int64_t batch =
+      absl::GetFlag(FLAGS_batch) > 0
+          ? std::min<int64_t>(absl::GetFlag(FLAGS_batch), images)
+          : images;
+  if (batch > 0) options.max_batch_size = static_cast<int>(batch);
   auto engine = edge::VmoeEngine::Create(model, options);
   if (!engine.ok()) return Fail(engine.status().ToString());
   const edge::ModelConfig& c = (*engine)->config();
@@ -112,12 +127,19 @@ int main(int argc, char** argv) {
         input, " has shape [", absl::StrJoin(x->shape, ","),
         "]; the model needs [B,3,", c.image_size, ",", c.image_size, "]"));
   }
-  auto results = (*engine)->Run(x->data.data(), static_cast<int>(x->shape[0]));
-  if (!results.ok()) return Fail(results.status().ToString());
+  std::vector<edge::ImageResult> results;
+  const size_t image_floats =
+      3 * static_cast<size_t>(c.image_size) * c.image_size;
+  for (int64_t first = 0; first < images; first += batch) {
+    const int n = static_cast<int>(std::min(batch, images - first));
+    auto part = (*engine)->Run(x->data.data() + first * image_floats, n);
+    if (!part.ok()) return Fail(part.status().ToString());
+    std::move(part->begin(), part->end(), std::back_inserter(results));
+  }
 
   edge::NpyArray y{{x->shape[0], c.num_classes}, {}};
-  for (size_t b = 0; b < results->size(); ++b) {
-    const edge::ImageResult& r = (*results)[b];
+  for (size_t b = 0; b < results.size(); ++b) {
+    const edge::ImageResult& r = results[b];
     if (!r.status.ok()) {
       return Fail(absl::StrCat("image ", b, ": ", r.status.ToString()));
     }
@@ -127,7 +149,7 @@ int main(int argc, char** argv) {
     return Fail(s.ToString());
   }
   const std::string experts = absl::GetFlag(FLAGS_experts);
-  if (!experts.empty() && !WriteExpertsJson(experts, *results, c.moe.top_k)) {
+  if (!experts.empty() && !WriteExpertsJson(experts, results, c.moe.top_k)) {
     return Fail("cannot write " + experts);
   }
   return 0;

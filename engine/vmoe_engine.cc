@@ -1,5 +1,7 @@
 #include "engine/vmoe_engine.h"
 
+#include <omp.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,10 +14,38 @@
 
 namespace edge {
 
+using internal::DataType;
 using internal::Workspace;
+
+absl::StatusOr<ComputeDtype> ParseComputeDtype(absl::string_view name) {
+  if (name == "f32" || name == "float32") return ComputeDtype::kFloat32;
+  if (name == "bf16" || name == "bfloat16") return ComputeDtype::kBfloat16;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "compute dtype \"", name, "\" must be f32 (float32) or bf16 (bfloat16)"));
+}
+
+const char* ComputeDtypeName(ComputeDtype dtype) {
+  return dtype == ComputeDtype::kBfloat16 ? "bf16" : "f32";
+}
+
+namespace {
+
+// VmoeEngine::precision() from the compute dtype and the manifest's expert
+// storage ("float32", "bf16" or "int8").
+std::string DescribePrecision(ComputeDtype compute,
+                              const std::string& experts) {
+  const std::string base =
+      compute == ComputeDtype::kBfloat16 ? "bf16" : "float32";
+  if (experts == "float32" || experts == base) return base;
+  return absl::StrCat(base, "/", experts, "-experts");
+}
+
+}  // namespace
 
 struct VmoeEngine::State {
   EngineOptions options;
+  DataType activations = DataType::f32;
+  std::string precision;
   ModelManifest manifest;
   internal::Kernels kernels;
   internal::ModelWeights weights;
@@ -49,22 +79,31 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
   if (options.max_batch_size < 1) {
     return absl::InvalidArgumentError("max_batch_size must be >= 1");
   }
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError("num_threads must be >= 0");
+  }
   auto state = std::make_unique<State>();
   state->options = options;
+  state->activations = options.compute_dtype == ComputeDtype::kBfloat16
+                           ? DataType::bf16
+                           : DataType::f32;
   ASSIGN_OR_RETURN(state->manifest, ModelManifest::Load(model_dir));
+  state->precision =
+      DescribePrecision(options.compute_dtype, state->manifest.precision());
   try {
-    ASSIGN_OR_RETURN(state->weights, internal::LoadModelWeights(
-                                         state->manifest, state->kernels));
+    ASSIGN_OR_RETURN(state->weights,
+                     internal::LoadModelWeights(state->manifest, state->kernels,
+                                                state->activations));
     ASSIGN_OR_RETURN(state->store,
                      ExpertStore::Create(&state->manifest, options.store));
     State* s = state.get();
     const uint64_t expert_bytes =
-        internal::PreparedExpertBytes(s->manifest.config(), s->kernels);
+        internal::PreparedExpertBytes(s->manifest, s->kernels, s->activations);
     auto loader = [s](const ExpertKey& key)
         -> absl::StatusOr<std::shared_ptr<CachedExpert>> {
       ASSIGN_OR_RETURN(RawExpert raw, s->store->Load(key));
       try {
-        return internal::PrepareExpert(raw, s->kernels);
+        return internal::PrepareExpert(raw, s->kernels, s->activations);
       } catch (const dnnl::error& e) {
         return absl::InternalError(
             absl::StrCat("oneDNN preparing ", key.ToString(), ": ", e.what()));
@@ -87,6 +126,7 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
 }
 
 const ModelManifest& VmoeEngine::manifest() const { return state_->manifest; }
+const std::string& VmoeEngine::precision() const { return state_->precision; }
 const ModelConfig& VmoeEngine::config() const {
   return state_->manifest.config();
 }
@@ -111,12 +151,17 @@ absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
   }
   if (images == nullptr) return absl::InvalidArgumentError("no images");
   std::unique_ptr<Workspace> ws = state_->TakeWorkspace();
+  // OpenMP's thread count is per calling thread: set it on every call.
+  if (state_->options.num_threads > 0) {
+    omp_set_num_threads(state_->options.num_threads);
+  }
   const internal::ForwardContext ctx{&config(),
                                      &state_->weights,
                                      &state_->kernels,
                                      state_->cache.get(),
                                      state_->predictor.get(),
-                                     state_->options.expert_failure_policy};
+                                     state_->options.expert_failure_policy,
+                                     state_->activations};
   absl::StatusOr<std::vector<ImageResult>> results;
   try {
     internal::ForwardPass pass(ctx, ws.get(), batch_size);

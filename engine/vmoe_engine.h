@@ -19,6 +19,15 @@
 // rest of the batch is answered, and later batches that do not need the
 // expert are unaffected. oneDNN errors never escape: they become INTERNAL.
 //
+// Precision (EngineOptions::compute_dtype): float32, or bfloat16 for every
+// large matmul (patch embedding, qkv, attention, proj, MLPs, experts) with
+// float32 accumulation, while the residual stream, LayerNorm statistics,
+// softmaxes, the image router and the head stay float32. Experts stored in
+// lower precision (bf16, or int8 with per-output-channel scales; see
+// docs/model-format.md) are held at that size in the cache and computed in
+// it: int8 experts quantise their input rows per call (one scale per
+// matrix) and run oneDNN's int8 matmul (VNNI).
+//
 // Thread-safe: Run() may be called from several threads; each call takes a
 // private workspace from a pool. oneDNN parallelises each primitive over all
 // cores (OpenMP), so one caller at a time usually gives the best latency.
@@ -31,6 +40,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "cache/expert_cache.h"
 #include "cache/expert_store.h"
 #include "common/model_manifest.h"
@@ -51,10 +61,26 @@ enum class ExpertFailurePolicy {
   kReroute,
 };
 
+// Arithmetic of the engine's large matmuls.
+enum class ComputeDtype {
+  kFloat32,   // MODEL_SPEC's reference arithmetic.
+  kBfloat16,  // bf16 inputs, f32 accumulation (needs AVX512-BF16 for speed).
+};
+
+// "f32"/"float32" or "bf16"/"bfloat16"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<ComputeDtype> ParseComputeDtype(absl::string_view name);
+const char* ComputeDtypeName(ComputeDtype dtype);  // "f32" or "bf16"
+
 struct EngineOptions {
   // Largest batch Run() accepts; workspaces are sized for it on demand.
   // 64 covers every batcher setting we ship (max_batch_size 16 by default).
   int max_batch_size = 64;
+  ComputeDtype compute_dtype = ComputeDtype::kFloat32;
+  // OpenMP threads each Run() computes with; 0 keeps OpenMP's default
+  // (OMP_NUM_THREADS, else one per CPU the process may run on). Set it to
+  // the cores the engine really gets (a container's CPU limit): threads
+  // beyond them wait at every barrier for a descheduled peer.
+  int num_threads = 0;
   ExpertCacheOptions cache;
   ExpertStoreOptions store;
   ExpertFailurePolicy expert_failure_policy = ExpertFailurePolicy::kFail;
@@ -87,10 +113,17 @@ struct ImageResult {
   std::string degraded_reason;
 };
 
-// Where the time of one Run() went, in microseconds.
+// Where the time of one Run() went, in microseconds. The stages add up to
+// about total_us: oneDNN's CPU primitives have finished when execute()
+// returns, so a clock read between stages is exact without extra waits.
 struct RunTiming {
   int64_t total_us = 0;
   int64_t expert_fetch_us = 0;  // waiting in ExpertCache::Acquire().
+  int64_t embed_us = 0;         // patchify, patch matmul, position add.
+  int64_t attention_us = 0;     // every block: LN1, qkv, attention, proj.
+  int64_t mlp_us = 0;           // dense blocks: LN2, fc1+GELU, fc2.
+  int64_t moe_us = 0;           // MoE blocks: LN2, routing, experts, fetch.
+  int64_t head_us = 0;          // final norm, pooling, head.
 };
 
 class VmoeEngine {
@@ -104,6 +137,10 @@ class VmoeEngine {
 
   const ModelManifest& manifest() const;
   const ModelConfig& config() const;
+  // What the engine computes in: the compute dtype ("float32" or "bf16"),
+  // followed by "/bf16-experts" or "/int8-experts" when the experts are
+  // stored, and computed, in another precision. "float32" by default.
+  const std::string& precision() const;
 
   // Runs `batch_size` images, `images` being [batch_size, 3, S, S] float32
   // normalised per the manifest's preprocessing. Returns one result per

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/vmoe_engine.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -266,6 +267,13 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (c.max_connection_age_ms() < 0) {
     return invalid("max_connection_age_ms must be >= 0, got ",
                    c.max_connection_age_ms());
+  }
+  if (auto dtype = ParseComputeDtype(c.compute_dtype()); !dtype.ok()) {
+    return invalid("compute_dtype: ", dtype.status().message());
+  }
+  if (c.engine_threads() < 0 || c.engine_threads() > 1024) {
+    return invalid("engine_threads must be in [0, 1024], got ",
+                   c.engine_threads());
   }
   if (c.tls_cert_file().empty() != c.tls_key_file().empty()) {
     return invalid("tls_cert_file and tls_key_file must be set together");

@@ -26,7 +26,7 @@ gateway::v1::ModelInfo MakeModelInfo(const VmoeEngine& engine,
   gateway::v1::ModelInfo info;
   info.set_name(m.name());
   info.set_description(m.proto().description());
-  info.set_precision(m.precision());
+  info.set_precision(engine.precision());
   std::string arch;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;

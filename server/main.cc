@@ -182,6 +182,10 @@ int Serve(const ServerConfig& config) {
   engine_options.max_batch_size = config.max_batch_size();
   engine_options.cache.budget_bytes = config.cache_budget_bytes();
   ApplyExpertCacheConfig(config, trace->get(), &engine_options);
+  engine_options.num_threads = config.engine_threads();
+  // ValidateServerConfig() accepted the name.
+  engine_options.compute_dtype = ParseComputeDtype(config.compute_dtype())
+                                     .value_or(ComputeDtype::kFloat32);
   auto engine = VmoeEngine::Create(config.model_dir(), engine_options);
   if (!engine.ok()) return Fail(engine.status());
   const ModelConfig& c = (*engine)->config();
@@ -198,7 +202,7 @@ int Serve(const ServerConfig& config) {
   GatewayMetricsOptions metrics_options;
   metrics_options.listen_address = config.metrics_address();
   metrics_options.model_name = (*engine)->manifest().name();
-  metrics_options.precision = (*engine)->manifest().precision();
+  metrics_options.precision = (*engine)->precision();
   metrics_options.routing = c.moe.layers.empty()               ? "dense"
                             : c.moe.routing == Routing::kImage ? "image"
                                                                : "token";

@@ -4,6 +4,14 @@
   /usr/bin/python3 tools/export_model.py --config tools/configs/vmoe-tiny-224.json \\
       --random-seed 1 --out models/vmoe-tiny-224-random
   /usr/bin/python3 tools/export_model.py --config CFG.json --weights W.pt --out DIR
+  /usr/bin/python3 tools/export_model.py --from-model DIR --expert-dtype int8 --out DIR8
+
+--expert-dtype stores the expert MLP weights as float32 (default), bfloat16
+(round to nearest even) or int8 with one symmetric scale per output channel
+(scale = max|w| / 127 over the channel's row, 1 for an all-zero row; the
+real weight is scale * int8). Every other tensor stays float32. --from-model
+re-exports an existing float32 model directory (its manifest supplies the
+config), e.g. the trained models/fashion-vmoe at another expert precision.
 
 CFG.json holds {"architecture", "preprocessing", "labels", "superclasses",
 "name", "description"}; only "architecture" is required (MODEL_SPEC's object;
@@ -25,17 +33,22 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_format import (MANIFEST_FILE, file_for_tensor,  # noqa: E402
-                          write_safetensors)
+from model_format import (MANIFEST_FILE, SCALE_SUFFIX,  # noqa: E402
+                          dtype_name, file_for_tensor, float32_state_dict,
+                          load_model_dir, write_safetensors)
 from vmoe_reference import ConfigError, ModelConfig, tensor_shapes  # noqa: E402
 
 FORMAT_VERSION = 1
-# Precisions the format defines; only float32 can be written so far.
-KNOWN_PRECISIONS = ("float32", "bf16", "int8")
-SUPPORTED_PRECISIONS = ("float32",)
+# --expert-dtype value -> the manifest's `precision` (docs/model-format.md).
+EXPERT_DTYPES = {"float32": "float32", "bfloat16": "bf16", "int8": "int8"}
+PRECISIONS = tuple(EXPERT_DTYPES.values())
+_EXPERT_WEIGHT = re.compile(r"\.moe\.experts\.\d+\.fc[12]\.weight$")
+# Symmetric int8 range: -127..127, so that negating a weight is exact.
+_INT8_MAX = 127
 _CONFIG_FIELDS = {"architecture", "preprocessing", "labels", "superclasses",
                   "name", "description"}
 # timm's ViT normalisation, MODEL_SPEC's default.
@@ -75,9 +88,9 @@ def model_config(cfg: dict) -> ModelConfig:
 
 
 def check_precision(precision: str) -> None:
-    if precision not in SUPPORTED_PRECISIONS:
-        raise ExportError(f"precision {precision!r} is not supported yet "
-                          f"(supported: {', '.join(SUPPORTED_PRECISIONS)})")
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision {precision!r} is not one of "
+                          f"{', '.join(PRECISIONS)}")
 
 
 def _manifest_header(cfg: dict, config: ModelConfig) -> dict:
@@ -231,7 +244,7 @@ def export_model(cfg: dict, state_dict: dict, out_dir: Path,
     manifest["precision"] = precision
     out_dir = _prepare_out_dir(Path(out_dir))
     manifest["files"], manifest["tensors"] = _write_weight_files(
-        config, state_dict, out_dir)
+        config, state_dict, out_dir, precision)
     (out_dir / MANIFEST_FILE).write_text(_manifest_json(manifest) + "\n")
     return manifest
 
@@ -244,26 +257,56 @@ def _prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _write_weight_files(config: ModelConfig, state_dict: dict, out_dir: Path):
+def to_bfloat16_bits(weight: torch.Tensor) -> np.ndarray:
+    """bfloat16 patterns (uint16, round to nearest even) of a float tensor."""
+    bits = weight.detach().to(torch.float32).to(torch.bfloat16).view(torch.int16)
+    return bits.numpy().view("<u2")
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel int8 of a [out, in] weight: returns
+    (int8 [out, in], float32 scale [out]) with weight ~= scale[o] * q[o, i]."""
+    w = weight.detach().to(torch.float32)
+    scale = w.abs().amax(dim=1) / _INT8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    q = torch.round(w / scale[:, None]).clamp(-_INT8_MAX, _INT8_MAX)
+    return q.to(torch.int8).numpy(), scale.numpy().astype("<f4")
+
+
+def _stored_tensors(name: str, tensor: torch.Tensor, precision: str):
+    """(name, little-endian array) pairs a state_dict entry is stored as."""
+    if _EXPERT_WEIGHT.search(name) and precision == "bf16":
+        return [(name, to_bfloat16_bits(tensor))]
+    if _EXPERT_WEIGHT.search(name) and precision == "int8":
+        q, scale = quantize_int8(tensor)
+        return [(name, q), (name + SCALE_SUFFIX, scale)]
+    array = tensor.detach().to(torch.float32).contiguous().numpy()
+    return [(name, array.astype("<f4", copy=False))]
+
+
+def _write_weight_files(config: ModelConfig, state_dict: dict, out_dir: Path,
+                        precision: str):
     """Writes model.safetensors and one file per expert, tensors in
-    tensor_shapes() order. Returns the manifest's (files, tensors) lists."""
-    shapes = tensor_shapes(config)
+    tensor_shapes() order (an int8 weight followed by its scale). Returns the
+    manifest's (files, tensors) lists."""
     by_file: dict[str, list] = {}
-    for name in shapes:
-        array = state_dict[name].detach().to(torch.float32).contiguous().numpy()
-        by_file.setdefault(file_for_tensor(name), []).append(
-            (name, array.astype("<f4", copy=False)))
-    files, placed = [], {}
-    for path, tensors in by_file.items():
+    for name in tensor_shapes(config):
+        by_file.setdefault(file_for_tensor(name), []).extend(
+            _stored_tensors(name, state_dict[name], precision))
+    files, tensors = [], []
+    for path, arrays in by_file.items():
         (out_dir / path).parent.mkdir(exist_ok=True)
-        written = write_safetensors(out_dir / path, tensors)
+        written = write_safetensors(out_dir / path, arrays)
         files.append({"path": path, "sha256": written.sha256,
                       "size_bytes": written.size_bytes})
-        placed.update({name: (path, *where)
-                       for name, where in written.tensors.items()})
-    tensors = [{"name": name, "dtype": "F32", "shape": list(shape),
-                "file": placed[name][0], "offset_bytes": placed[name][1],
-                "size_bytes": placed[name][2]} for name, shape in shapes.items()]
+        tensors += [{"name": name, "dtype": dtype_name(array),
+                     "shape": list(array.shape), "file": path,
+                     "offset_bytes": written.tensors[name][0],
+                     "size_bytes": written.tensors[name][1]}
+                    for name, array in arrays]
+    order = {name: i for i, name in enumerate(tensor_shapes(config))}
+    tensors.sort(key=lambda t: (order[t["name"].removesuffix(SCALE_SUFFIX)],
+                                t["name"]))
     return files, tensors
 
 
@@ -286,33 +329,57 @@ def _manifest_json(value, indent: str = "") -> str:
     return "[\n" + ",\n".join(items) + f"\n{indent}]"
 
 
+def load_model_source(model_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(CFG object, state_dict) of an existing float32 model directory."""
+    try:
+        manifest, tensors = load_model_dir(model_dir)
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportError(f"cannot read model {model_dir}: {e}") from e
+    if manifest.get("precision", "float32") != "float32":
+        raise ExportError(f"{model_dir} has {manifest['precision']} experts; "
+                          "re-export from a float32 model")
+    cfg = {key: manifest[key] for key in _CONFIG_FIELDS if key in manifest}
+    dtypes = {t["name"]: t["dtype"] for t in manifest["tensors"]}
+    return cfg, {name: torch.from_numpy(array) for name, array
+                 in float32_state_dict(tensors, dtypes).items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path,
-                        help="CFG.json (architecture, preprocessing, labels, ...)")
+    parser.add_argument("--config", type=Path,
+                        help="CFG.json (architecture, preprocessing, labels, ...); "
+                        "required unless --from-model")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path,
                         help="torch.save(state_dict) with MODEL_SPEC names")
     source.add_argument("--random-seed", type=int,
                         help="deterministic random weights (tests, benchmarks)")
+    source.add_argument("--from-model", type=Path,
+                        help="an exported float32 model directory to re-export")
     parser.add_argument("--out", required=True, type=Path,
                         help="model directory to create (absent or empty)")
-    parser.add_argument("--precision", default="float32", choices=KNOWN_PRECISIONS)
+    parser.add_argument("--expert-dtype", default="float32",
+                        choices=list(EXPERT_DTYPES),
+                        help="storage of the expert MLP weights (default float32)")
     args = parser.parse_args(argv)
+    if (args.config is None) == (args.from_model is None):
+        parser.error("give --config, or --from-model without --config")
     try:
-        check_precision(args.precision)
-        cfg = load_config(args.config)
-        if args.weights is not None:
-            state_dict = load_weights(args.weights)
+        if args.from_model is not None:
+            cfg, state_dict = load_model_source(args.from_model)
         else:
-            state_dict = random_state_dict(model_config(cfg), args.random_seed)
-        manifest = export_model(cfg, state_dict, args.out, args.precision,
-                                args.random_seed)
+            cfg = load_config(args.config)
+            if args.weights is not None:
+                state_dict = load_weights(args.weights)
+            else:
+                state_dict = random_state_dict(model_config(cfg), args.random_seed)
+        manifest = export_model(cfg, state_dict, args.out,
+                                EXPERT_DTYPES[args.expert_dtype], args.random_seed)
     except ExportError as e:
         print(f"export_model: error: {e}", file=sys.stderr)
         return 1
     print(f"export_model: wrote {args.out} ({len(manifest['files'])} files, "
-          f"{len(manifest['tensors'])} tensors)")
+          f"{len(manifest['tensors'])} tensors, {manifest['precision']} experts)")
     return 0
 
 

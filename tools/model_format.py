@@ -25,8 +25,13 @@ ALIGNMENT_BYTES = 64
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.safetensors"
 PAD_PREFIX = "__pad__."
-# safetensors dtype name -> numpy dtype (little-endian).
-DTYPES = {"F32": np.dtype("<f4"), "U8": np.dtype("u1")}
+# safetensors dtype name -> numpy dtype (little-endian). numpy has no
+# bfloat16: BF16 tensors travel as their raw 16-bit patterns in uint16
+# arrays (the only use of uint16 here), decoded by float32_state_dict().
+DTYPES = {"F32": np.dtype("<f4"), "BF16": np.dtype("<u2"),
+          "I8": np.dtype("i1"), "U8": np.dtype("u1")}
+# Per-output-channel scale of an int8 weight (docs/model-format.md).
+SCALE_SUFFIX = "_scale"
 
 _EXPERT_NAME = re.compile(r"^blocks\.(\d+)\.moe\.experts\.(\d+)\.")
 
@@ -54,7 +59,8 @@ class WrittenFile:
     tensors: dict[str, tuple[int, int]]
 
 
-def _dtype_name(array: np.ndarray) -> str:
+def dtype_name(array: np.ndarray) -> str:
+    """The safetensors dtype name of an array (uint16 is BF16, see DTYPES)."""
     for name, dtype in DTYPES.items():
         if array.dtype == dtype:
             return name
@@ -75,7 +81,7 @@ def _layout(tensors: list[tuple[str, np.ndarray]]):
             placed.insert(0, (f"{PAD_PREFIX}{pads}", np.zeros(gap, np.uint8)))
             pads += 1
         for entry_name, data in placed:
-            header[entry_name] = {"dtype": _dtype_name(data),
+            header[entry_name] = {"dtype": dtype_name(data),
                                   "shape": list(data.shape),
                                   "data_offsets": [cursor, cursor + data.nbytes]}
             chunks.append(data)
@@ -143,6 +149,29 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """Decodes raw bfloat16 patterns (uint16) to float32."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def float32_state_dict(tensors: dict[str, np.ndarray],
+                       dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    """The float32 weights a reduced-precision model stands for: BF16 decoded,
+    I8 multiplied by its per-output-channel `<name>_scale` (which is dropped).
+    `dtypes` maps tensor names to their manifest dtype."""
+    result = {}
+    for name, array in tensors.items():
+        if name.endswith(SCALE_SUFFIX) and name[:-len(SCALE_SUFFIX)] in tensors:
+            continue
+        if dtypes[name] == "BF16":
+            array = bf16_to_float32(array)
+        elif dtypes[name] == "I8":
+            scale = tensors[name + SCALE_SUFFIX]
+            array = array.astype(np.float32) * scale.reshape(-1, 1)
+        result[name] = array
+    return result
 
 
 def load_model_dir(model_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:

@@ -31,16 +31,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_format import load_model_dir  # noqa: E402
+from model_format import float32_state_dict, load_model_dir  # noqa: E402
 from vmoe_reference import ImageRouting, ModelConfig, VisionMoE  # noqa: E402
 
 
 def load_reference(model_dir: Path) -> VisionMoE:
-    """The reference model holding a model directory's weights."""
+    """The reference model holding a model directory's weights; bf16 and
+    int8 experts as the float32 values they stand for."""
     manifest, tensors = load_model_dir(model_dir)
     model = VisionMoE(ModelConfig.from_architecture(manifest["architecture"]))
-    model.load_state_dict({name: torch.from_numpy(array)
-                           for name, array in tensors.items()})
+    dtypes = {t["name"]: t["dtype"] for t in manifest["tensors"]}
+    model.load_state_dict({name: torch.from_numpy(array) for name, array
+                           in float32_state_dict(tensors, dtypes).items()})
     return model.eval()
 
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 
 #include "engine/router.h"
 
@@ -15,27 +14,23 @@ int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-void Grow(std::vector<float>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-}
-
 }  // namespace
 
 void Workspace::Reserve(const ModelConfig& c, int b) {
   if (b <= batch) return;
   batch = b;
   const size_t rows = static_cast<size_t>(b) * c.num_tokens();
-  const size_t t = c.num_tokens();
-  Grow(patches, static_cast<size_t>(b) * c.num_patches() * 3 * c.patch_size *
-                    c.patch_size);
-  for (auto* v : {&x, &h, &context, &gathered, &expert_out})
-    Grow(*v, rows * c.dim);
-  Grow(qkv, rows * 3 * c.dim);
-  Grow(scores, static_cast<size_t>(b) * c.heads * t * t);
-  Grow(hidden, rows * c.mlp_dim);
-  Grow(gates, rows * std::max(c.moe.num_experts, 1));
-  Grow(pooled, static_cast<size_t>(b) * c.dim);
-  Grow(logits, static_cast<size_t>(b) * c.num_classes);
+  const size_t f32 = sizeof(float);
+  patches.Reserve(f32 * b * c.num_patches() * 3 * c.patch_size * c.patch_size);
+  for (AlignedBuffer* v : {&x, &h, &context, &gathered, &rows_f32}) {
+    v->Reserve(f32 * rows * c.dim);
+  }
+  qkv.Reserve(f32 * rows * 3 * c.dim);
+  hidden.Reserve(f32 * rows * c.mlp_dim);
+  hidden_q.Reserve(rows * c.mlp_dim);
+  gates.Reserve(f32 * rows * std::max(c.moe.num_experts, 1));
+  pooled.Reserve(f32 * b * c.dim);
+  logits.Reserve(f32 * b * c.num_classes);
 }
 
 ForwardPass::ForwardPass(const ForwardContext& ctx, Workspace* ws, int batch)
@@ -44,6 +39,8 @@ ForwardPass::ForwardPass(const ForwardContext& ctx, Workspace* ws, int batch)
       ws_(*ws),
       batch_(batch),
       tokens_(ctx.config->num_tokens()),
+      first_patch_(ctx.config->class_token ? 1 : 0),
+      act_(ctx.activations),
       exec_(ws->exec),
       results_(batch) {
   ws_.Reserve(c_, batch);
@@ -57,92 +54,73 @@ ForwardPass::ForwardPass(const ForwardContext& ctx, Workspace* ws, int batch)
 
 std::vector<ImageResult> ForwardPass::Run(const float* images,
                                           RunTiming* timing) {
+  RunTiming local;
+  RunTiming& t = timing != nullptr ? *timing : local;
+  t = RunTiming();
   const auto start = std::chrono::steady_clock::now();
+  auto lap = start;
+  // Adds the time since the previous lap to `stage_us`.
+  auto charge = [&lap](int64_t& stage_us) {
+    const auto now = std::chrono::steady_clock::now();
+    stage_us += std::chrono::duration_cast<std::chrono::microseconds>(now - lap)
+                    .count();
+    lap = now;
+  };
   Embed(images);
-  const int64_t rows = static_cast<int64_t>(batch_) * tokens_;
+  charge(t.embed_us);
   int moe_index = 0;
   for (int i = 0; i < c_.depth; ++i) {
     const BlockWeights& w = ctx_.weights->blocks[i];
     Attention(w);
-    ctx_.kernels->LayerNorm(exec_, w.norm2, rows, c_.dim, c_.norm_eps,
-                            ws_.x.data(), ws_.h.data());
+    charge(t.attention_us);
+    LayerNormRows(ws_.x.as<float>(), rows(), c_.dim, w.norm2.scale.data(),
+                  w.norm2.shift.data(), c_.norm_eps, Act(ws_.h));
     if (c_.moe.IsMoeLayer(i)) {
       Moe(w, i, moe_index++);
+      charge(t.moe_us);
     } else {
       Mlp(w);
+      charge(t.mlp_us);
     }
   }
   Head();
-  if (timing != nullptr) {
-    timing->total_us = MicrosSince(start);
-    timing->expert_fetch_us = fetch_us_;
-  }
+  charge(t.head_us);
+  t.total_us = MicrosSince(start);
+  t.expert_fetch_us = fetch_us_;
   return std::move(results_);
 }
 
 void ForwardPass::Embed(const float* images) {
-  const int s = c_.image_size, p = c_.patch_size, g = c_.grid();
-  const int patch_len = 3 * p * p;
-  float* out = ws_.patches.data();
-  // Convolution with kernel == stride == P is a matmul over patches; each
-  // patch is laid out (channel, y, x) like the conv weight [D, 3, P, P].
-  for (int b = 0; b < batch_; ++b) {
-    for (int gy = 0; gy < g; ++gy) {
-      for (int gx = 0; gx < g; ++gx, out += patch_len) {
-        for (int ch = 0; ch < 3; ++ch) {
-          for (int py = 0; py < p; ++py) {
-            const float* src =
-                images +
-                ((static_cast<size_t>(b) * 3 + ch) * s + gy * p + py) * s +
-                gx * p;
-            std::memcpy(out + (ch * p + py) * p, src, sizeof(float) * p);
-          }
-        }
-      }
-    }
-  }
-  const int n = c_.num_patches(), d = c_.dim;
-  float* embedded = ws_.context.data();
+  // Convolution with kernel == stride == P is a matmul over patches.
+  Patchify(images, batch_, c_.image_size, c_.patch_size, Act(ws_.patches));
   ctx_.kernels->Linear(exec_, ctx_.weights->patch_embed,
-                       static_cast<int64_t>(batch_) * n, ws_.patches.data(),
-                       embedded, Epilogue::kStore);
-  exec_.stream().wait();
-  const float* pos = ctx_.weights->pos_embed.data();
-  const int first_patch = c_.class_token ? 1 : 0;
-  for (int b = 0; b < batch_; ++b) {
-    for (int t = 0; t < tokens_; ++t) {
-      const float* src =
-          t < first_patch
-              ? ctx_.weights->cls_token.data()
-              : embedded + (static_cast<size_t>(b) * n + t - first_patch) * d;
-      float* dst = ws_.x.data() + (static_cast<size_t>(b) * tokens_ + t) * d;
-      for (int i = 0; i < d; ++i) dst[i] = src[i] + pos[t * d + i];
-    }
-  }
+                       static_cast<int64_t>(batch_) * c_.num_patches(),
+                       Act(ws_.patches), F32(ws_.rows_f32), Epilogue::kStore);
+  EmbedTokens(ws_.rows_f32.as<float>(), ctx_.weights->cls_token.data(),
+              ctx_.weights->pos_embed.data(), batch_, tokens_, first_patch_,
+              c_.dim, ws_.x.as<float>());
 }
 
 void ForwardPass::Attention(const BlockWeights& w) {
   Kernels& k = *ctx_.kernels;
-  const int64_t rows = static_cast<int64_t>(batch_) * tokens_;
-  k.LayerNorm(exec_, w.norm1, rows, c_.dim, c_.norm_eps, ws_.x.data(),
-              ws_.h.data());
-  k.Linear(exec_, w.qkv, rows, ws_.h.data(), ws_.qkv.data(), Epilogue::kStore);
-  k.Attention(exec_, batch_, tokens_, c_.heads, c_.head_dim(), ws_.qkv.data(),
-              ws_.scores.data(), ws_.context.data());
-  k.Linear(exec_, w.proj, rows, ws_.context.data(), ws_.x.data(),
+  LayerNormRows(ws_.x.as<float>(), rows(), c_.dim, w.norm1.scale.data(),
+                w.norm1.shift.data(), c_.norm_eps, Act(ws_.h));
+  k.Linear(exec_, w.qkv, rows(), Act(ws_.h), Act(ws_.qkv), Epilogue::kStore);
+  k.Attention(exec_, {batch_, tokens_, c_.heads, c_.head_dim()}, Act(ws_.qkv),
+              Act(ws_.context));
+  k.Linear(exec_, w.proj, rows(), Act(ws_.context), F32(ws_.x),
            Epilogue::kAccumulate);
 }
 
 void ForwardPass::Mlp(const BlockWeights& w) {
-  const int64_t rows = static_cast<int64_t>(batch_) * tokens_;
-  ctx_.kernels->Linear(exec_, w.fc1, rows, ws_.h.data(), ws_.hidden.data(),
+  ctx_.kernels->Linear(exec_, w.fc1, rows(), Act(ws_.h), Act(ws_.hidden),
                        Epilogue::kGelu);
-  ctx_.kernels->Linear(exec_, w.fc2, rows, ws_.hidden.data(), ws_.x.data(),
+  ctx_.kernels->Linear(exec_, w.fc2, rows(), Act(ws_.hidden), F32(ws_.x),
                        Epilogue::kAccumulate);
 }
 
 void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
-  const std::vector<std::vector<Assignment>> per_expert = Route(w, moe_index);
+  const std::vector<std::vector<RowWeight>>& per_expert = Route(w, moe_index);
   std::vector<int> used;
   std::vector<ExpertKey> keys;
   for (int e = 0; e < c_.moe.num_experts; ++e) {
@@ -175,7 +153,7 @@ void ForwardPass::Moe(const BlockWeights& w, int block, int moe_index) {
 }
 
 absl::Status ForwardPass::AcquireAndRun(int block, int expert,
-                                        const std::vector<Assignment>& rows,
+                                        const std::vector<RowWeight>& rows,
                                         int64_t pass) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<ExpertHandle> handle =
@@ -186,9 +164,9 @@ absl::Status ForwardPass::AcquireAndRun(int block, int expert,
   return absl::OkStatus();
 }
 
-void ForwardPass::FailRows(const std::vector<Assignment>& rows,
+void ForwardPass::FailRows(const std::vector<RowWeight>& rows,
                            const absl::Status& status) {
-  for (const Assignment& a : rows) {
+  for (const RowWeight& a : rows) {
     absl::Status& image_status = results_[a.row / tokens_].status;
     if (image_status.ok()) image_status = status;
   }
@@ -215,26 +193,25 @@ std::vector<int> ForwardPass::ChosenExperts(int moe_index, int row) const {
 // did not choose and that has not failed. Substitutes that fail too are
 // rerouted again, so this ends after at most E rounds. With token routing
 // the substitutes ignore expert capacity.
-void ForwardPass::Reroute(
-    int block, int moe_index, int64_t pass,
-    const std::vector<std::vector<Assignment>>& per_expert,
-    std::map<int, absl::Status> failed) {
+void ForwardPass::Reroute(int block, int moe_index, int64_t pass,
+                          const std::vector<std::vector<RowWeight>>& per_expert,
+                          std::map<int, absl::Status> failed) {
   const int e_count = c_.moe.num_experts;
   std::vector<bool> bad(e_count, false);
-  std::vector<std::pair<std::vector<Assignment>, absl::Status>> pending;
+  std::vector<std::pair<std::vector<RowWeight>, absl::Status>> pending;
   for (auto& [e, status] : failed) {
     bad[e] = true;
     pending.emplace_back(per_expert[e], std::move(status));
   }
   while (!pending.empty()) {
-    std::map<int, std::vector<Assignment>> by_substitute;
+    std::map<int, std::vector<RowWeight>> by_substitute;
     std::map<int, absl::Status> cause;  // why the substitute is needed
     for (const auto& [rows, status] : pending) {
-      for (const Assignment& a : rows) {
+      for (const RowWeight& a : rows) {
         const int unit_row =
             c_.moe.routing == Routing::kImage ? a.row / tokens_ : a.row;
         const float* gates =
-            ws_.gates.data() + static_cast<size_t>(unit_row) * e_count;
+            ws_.gates.as<float>() + static_cast<size_t>(unit_row) * e_count;
         const std::vector<int> chosen = ChosenExperts(moe_index, a.row);
         int best = -1;
         for (int e = 0; e < e_count; ++e) {
@@ -265,11 +242,11 @@ void ForwardPass::Reroute(
   }
 }
 
-void ForwardPass::MarkDegraded(const std::vector<Assignment>& rows,
+void ForwardPass::MarkDegraded(const std::vector<RowWeight>& rows,
                                const absl::Status& cause, int block,
                                int substitute) {
   int last_image = -1;
-  for (const Assignment& a : rows) {
+  for (const RowWeight& a : rows) {
     const int image = a.row / tokens_;
     if (image == last_image) continue;
     last_image = image;
@@ -327,41 +304,47 @@ UnitExperts ForwardPass::UnitsAt(int moe_index) const {
   return units;
 }
 
-std::vector<std::vector<ForwardPass::Assignment>> ForwardPass::Route(
+const std::vector<std::vector<RowWeight>>& ForwardPass::Route(
+    const BlockWeights& w, int moe_index) {
+  const MoeSpec& moe = c_.moe;
+  if (moe.routing == Routing::kToken) return RouteTokens(w, moe_index);
+  const int e = moe.num_experts;
+  std::vector<std::vector<RowWeight>>& per_expert = ClearedRouting();
+  Kernels& k = *ctx_.kernels;
+  MeanOfRows(Act(ws_.h), batch_, tokens_, first_patch_, c_.num_patches(),
+             c_.dim, ws_.pooled.as<float>());
+  k.Linear(exec_, w.router, batch_, F32(ws_.pooled), F32(ws_.gates),
+           Epilogue::kStore);
+  k.Softmax(exec_, batch_, e, ws_.gates.as<float>());
+  for (int b = 0; b < batch_; ++b) {
+    LayerRouting& r = results_[b].routing[moe_index];
+    r.image_choices =
+        RouteImage(ws_.gates.as<float>() + static_cast<size_t>(b) * e, e,
+                   moe.top_k, moe.renormalize);
+    for (const ExpertChoice& choice : r.image_choices) {
+      for (int t = 0; t < tokens_; ++t) {
+        per_expert[choice.expert].push_back({b * tokens_ + t, choice.weight});
+      }
+    }
+  }
+  return per_expert;
+}
+
+const std::vector<std::vector<RowWeight>>& ForwardPass::RouteTokens(
     const BlockWeights& w, int moe_index) {
   const MoeSpec& moe = c_.moe;
   const int e = moe.num_experts;
-  std::vector<std::vector<Assignment>> per_expert(e);
+  std::vector<std::vector<RowWeight>>& per_expert = ClearedRouting();
   Kernels& k = *ctx_.kernels;
-  if (moe.routing == Routing::kImage) {
-    MeanOfPatchTokens(ws_.h.data(), ws_.pooled.data());
-    k.Linear(exec_, w.router, batch_, ws_.pooled.data(), ws_.gates.data(),
-             Epilogue::kStore);
-    k.Softmax(exec_, batch_, e, ws_.gates.data());
-    exec_.stream().wait();
-    for (int b = 0; b < batch_; ++b) {
-      LayerRouting& r = results_[b].routing[moe_index];
-      r.image_choices =
-          RouteImage(ws_.gates.data() + static_cast<size_t>(b) * e, e,
-                     moe.top_k, moe.renormalize);
-      for (const ExpertChoice& choice : r.image_choices) {
-        for (int t = 0; t < tokens_; ++t) {
-          per_expert[choice.expert].push_back({b * tokens_ + t, choice.weight});
-        }
-      }
-    }
-    return per_expert;
-  }
-  const int64_t rows = static_cast<int64_t>(batch_) * tokens_;
-  k.Linear(exec_, w.router, rows, ws_.h.data(), ws_.gates.data(),
+  // The router reads every row of h, so it has h's type (model_weights.h).
+  k.Linear(exec_, w.router, rows(), Act(ws_.h), F32(ws_.gates),
            Epilogue::kStore);
-  k.Softmax(exec_, rows, e, ws_.gates.data());
-  exec_.stream().wait();
+  k.Softmax(exec_, rows(), e, ws_.gates.as<float>());
   const int capacity = c_.expert_capacity();
   for (int b = 0; b < batch_; ++b) {
-    TokenRouting routing =
-        RouteTokens(ws_.gates.data() + static_cast<size_t>(b) * tokens_ * e,
-                    tokens_, e, moe.top_k, capacity, moe.batch_priority);
+    TokenRouting routing = edge::RouteTokens(
+        ws_.gates.as<float>() + static_cast<size_t>(b) * tokens_ * e, tokens_,
+        e, moe.top_k, capacity, moe.batch_priority);
     for (size_t i = 0; i < routing.choices.size(); ++i) {
       if (!routing.kept[i]) continue;
       const int t = static_cast<int>(i) / moe.top_k;
@@ -375,67 +358,60 @@ std::vector<std::vector<ForwardPass::Assignment>> ForwardPass::Route(
   return per_expert;
 }
 
-void ForwardPass::RunExpert(const CachedExpert& cached,
-                            const std::vector<Assignment>& rows) {
-  const auto& expert = static_cast<const PreparedExpert&>(cached);
-  const int d = c_.dim;
-  const size_t row_bytes = sizeof(float) * d;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    std::memcpy(ws_.gathered.data() + i * d,
-                ws_.h.data() + static_cast<size_t>(rows[i].row) * d, row_bytes);
-  }
-  const int64_t m = static_cast<int64_t>(rows.size());
-  ctx_.kernels->Linear(exec_, expert.fc1(), m, ws_.gathered.data(),
-                       ws_.hidden.data(), Epilogue::kGelu);
-  ctx_.kernels->Linear(exec_, expert.fc2(), m, ws_.hidden.data(),
-                       ws_.expert_out.data(), Epilogue::kStore);
-  exec_.stream().wait();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const float* y = ws_.expert_out.data() + i * d;
-    float* x = ws_.x.data() + static_cast<size_t>(rows[i].row) * d;
-    const float weight = rows[i].weight;
-    for (int j = 0; j < d; ++j) x[j] += weight * y[j];
-  }
+std::vector<std::vector<RowWeight>>& ForwardPass::ClearedRouting() {
+  // Cleared, not freed: the lists keep their capacity across layers and
+  // calls, so routing allocates only while batches grow.
+  ws_.routed.resize(c_.moe.num_experts);
+  for (std::vector<RowWeight>& rows : ws_.routed) rows.clear();
+  return ws_.routed;
 }
 
-void ForwardPass::MeanOfPatchTokens(const float* src, float* dst) {
-  exec_.stream().wait();
-  const int d = c_.dim, n = c_.num_patches();
-  const int first_patch = c_.class_token ? 1 : 0;
-  for (int b = 0; b < batch_; ++b) {
-    float* out = dst + static_cast<size_t>(b) * d;
-    std::fill(out, out + d, 0.0f);
-    const float* rows =
-        src + (static_cast<size_t>(b) * tokens_ + first_patch) * d;
-    for (int t = 0; t < n; ++t) {
-      for (int i = 0; i < d; ++i)
-        out[i] += rows[static_cast<size_t>(t) * d + i];
-    }
-    for (int i = 0; i < d; ++i) out[i] /= static_cast<float>(n);
+void ForwardPass::RunExpert(const CachedExpert& cached,
+                            const std::vector<RowWeight>& rows) {
+  const auto& expert = static_cast<const PreparedExpert&>(cached);
+  Kernels& k = *ctx_.kernels;
+  const int d = c_.dim;
+  const int64_t m = static_cast<int64_t>(rows.size());
+  const DataType type = expert.fc1().type();
+  if (type == DataType::s8) {
+    // u8 activations, s8 weights: oneDNN's int8 matmul (gemm:jit, VNNI).
+    const Quantization in = GatherRowsQuantized(Act(ws_.h), d, rows.data(), m,
+                                                ws_.gathered.as<uint8_t>());
+    k.Linear(exec_, expert.fc1(), m,
+             {ws_.gathered.data(), DataType::u8, in.scale, in.zero_point},
+             F32(ws_.hidden), Epilogue::kGelu);
+    const Quantization hidden = QuantizeU8(
+        ws_.hidden.as<float>(), m * c_.mlp_dim, ws_.hidden_q.as<uint8_t>());
+    k.Linear(
+        exec_, expert.fc2(), m,
+        {ws_.hidden_q.data(), DataType::u8, hidden.scale, hidden.zero_point},
+        F32(ws_.rows_f32), Epilogue::kStore);
+  } else {
+    const MatrixRef gathered{ws_.gathered.data(), type};
+    GatherRows(Act(ws_.h), d, rows.data(), m, gathered);
+    k.Linear(exec_, expert.fc1(), m, gathered, {ws_.hidden.data(), type},
+             Epilogue::kGelu);
+    k.Linear(exec_, expert.fc2(), m, {ws_.hidden.data(), type},
+             F32(ws_.rows_f32), Epilogue::kStore);
   }
+  ScatterAddRows(ws_.rows_f32.as<float>(), d, rows.data(), m,
+                 ws_.x.as<float>());
 }
 
 void ForwardPass::Head() {
-  Kernels& k = *ctx_.kernels;
   const int d = c_.dim, classes = c_.num_classes;
-  k.LayerNorm(exec_, ctx_.weights->norm, static_cast<int64_t>(batch_) * tokens_,
-              d, c_.norm_eps, ws_.x.data(), ws_.h.data());
-  if (c_.global_pool == Pooling::kAvg) {
-    MeanOfPatchTokens(ws_.h.data(), ws_.pooled.data());
-  } else {
-    exec_.stream().wait();
-    for (int b = 0; b < batch_; ++b) {
-      std::memcpy(ws_.pooled.data() + static_cast<size_t>(b) * d,
-                  ws_.h.data() + static_cast<size_t>(b) * tokens_ * d,
-                  sizeof(float) * d);
-    }
-  }
-  k.Linear(exec_, ctx_.weights->head, batch_, ws_.pooled.data(),
-           ws_.logits.data(), Epilogue::kStore);
-  exec_.stream().wait();
+  LayerNormRows(ws_.x.as<float>(), rows(), d, ctx_.weights->norm.scale.data(),
+                ctx_.weights->norm.shift.data(), c_.norm_eps,
+                F32(ws_.rows_f32));
+  // "avg": the mean of the patch tokens; "token": token 0 alone.
+  const bool avg = c_.global_pool == Pooling::kAvg;
+  MeanOfRows(F32(ws_.rows_f32), batch_, tokens_, avg ? first_patch_ : 0,
+             avg ? c_.num_patches() : 1, d, ws_.pooled.as<float>());
+  ctx_.kernels->Linear(exec_, ctx_.weights->head, batch_, F32(ws_.pooled),
+                       F32(ws_.logits), Epilogue::kStore);
   for (int b = 0; b < batch_; ++b) {
     if (!results_[b].status.ok()) continue;  // its output is not trustworthy.
-    const float* l = ws_.logits.data() + static_cast<size_t>(b) * classes;
+    const float* l = ws_.logits.as<float>() + static_cast<size_t>(b) * classes;
     results_[b].logits.assign(l, l + classes);
   }
 }

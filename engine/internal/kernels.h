@@ -1,12 +1,19 @@
 // Kernels: the engine's oneDNN primitives, created on first use of a shape
-// and reused for every later call (oneDNN's own advice: build primitives
-// once, only execute() on the hot path).
+// and data types and reused for every later call (oneDNN's own advice: build
+// primitives once, only execute() on the hot path).
 //
-// Primitives do not depend on weight values, only on shapes, so every
-// expert of a layer shares one primitive per token count. Weight layouts do
-// not depend on the token count either (checked on oneDNN 2.6 for f32 and
-// bf16): weights are reordered once, at load, into the layout the matmul
-// prefers, and that layout serves every M.
+// Primitives do not depend on weight values, only on shapes and types, so
+// every expert of a layer shares one primitive per token count. Weight
+// layouts do not depend on the token count (checked on oneDNN 2.6 for f32,
+// bf16 and s8): weights are reordered once, at load, into the layout the
+// matmul prefers, and that layout serves every M.
+//
+// Precision: a linear layer's weights are f32, bf16 (computed with f32
+// accumulation, brg:avx512_core_bf16) or s8 with a float scale per output
+// channel. An s8 layer takes u8 activations quantised with one scale and
+// zero point per matrix (MatrixRef) and runs an int8 matmul (VNNI) whose
+// output scales (src_scale * weight_scale[n]) and zero point are passed at
+// execution time.
 //
 // Thread-safe: primitives are created under a mutex and executed without it.
 // Every primitive uses a user-provided scratchpad (scratchpad_mode::user):
@@ -19,14 +26,17 @@
 #define EDGE_ENGINE_INTERNAL_KERNELS_H_
 
 #include <cstdint>
-#include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <tuple>
-#include <unordered_map>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "engine/internal/aligned_buffer.h"
+#include "engine/internal/bound_call.h"
+#include "engine/internal/row_kernels.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace edge::internal {
@@ -42,37 +52,74 @@ enum class Epilogue {
 struct LinearWeights {
   int in = 0;            // K
   int out = 0;           // N
-  dnnl::memory weights;  // [K, N] in the matmul's preferred layout.
+  dnnl::memory weights;  // [K, N] f32, bf16 or s8, in the preferred layout.
   dnnl::memory bias;     // [1, N] f32.
-  // Bytes held (weights + bias).
+  // s8 weights only: the real weight is scales[n] * weights[k, n].
+  std::vector<float> scales;
+
+  DataType type() const { return weights.get_desc().data_type(); }
+  // Bytes held (weights + bias + scales).
   uint64_t bytes() const;
+};
+
+// A weight matrix as stored: PyTorch's [out, in], row-major.
+struct WeightSource {
+  const void* data = nullptr;
+  DataType type = DataType::f32;  // f32, bf16 or s8.
+  const float* scales = nullptr;  // s8: [out] per-output-channel scales.
 };
 
 // LayerNorm scale and shift, each [D] f32.
 struct NormWeights {
-  dnnl::memory scale;
-  dnnl::memory shift;
+  std::vector<float> scale;
+  std::vector<float> shift;
 };
 
-// One caller's stream and scratchpad. The scratchpad grows to the largest
-// any primitive asked for and is then reused: no allocation per call.
-// Not thread-safe: one per concurrent caller.
+// One caller's streams and scratch memory. Buffers grow to the largest any
+// call asked for and are then reused: no allocation per call.
+// Not thread-safe: one per concurrent caller; slot i is used only by
+// OpenMP thread i of that caller's parallel regions.
 class ExecContext {
  public:
+  // Scratch of one OpenMP thread in hand-parallelised kernels (attention).
+  struct ThreadSlot {
+    explicit ThreadSlot(const dnnl::engine& engine) : stream(engine) {}
+    dnnl::stream stream;
+    AlignedBuffer scratchpad;
+    AlignedBuffer scores;  // f32 attention scores of one tile.
+    AlignedBuffer probs;   // softmax output, activation type.
+    CallCache calls;
+  };
+
   explicit ExecContext(const dnnl::engine& engine)
       : engine_(engine), stream_(engine) {}
   dnnl::stream& stream() { return stream_; }
-  // A scratchpad memory object of `md`'s size over this context's buffer.
-  dnnl::memory Scratchpad(const dnnl::memory::desc& md);
+  // This context's scratchpad, grown to at least `bytes`.
+  void* Scratchpad(size_t bytes);
+  CallCache& calls() { return calls_; }
+  // Makes slots 0 .. threads-1 exist. Call outside parallel regions.
+  void ReserveSlots(int threads);
+  ThreadSlot& slot(int thread) { return *slots_[thread]; }
+  // Per-call output scales and bias of an int8 layer, [N] f32 each.
+  AlignedBuffer& quant_scales() { return quant_scales_; }
+  AlignedBuffer& quant_bias() { return quant_bias_; }
 
  private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::unique_ptr<void, Free> buffer_;
-  size_t size_ = 0;
+  AlignedBuffer scratchpad_;
+  CallCache calls_;
+  std::vector<std::unique_ptr<ThreadSlot>> slots_;
+  AlignedBuffer quant_scales_;
+  AlignedBuffer quant_bias_;
+};
+
+// Shape of one multi-head attention call.
+struct AttentionShape {
+  int batch = 0;
+  int tokens = 0;  // T
+  int heads = 0;   // H
+  int head_dim = 0;
 };
 
 class Kernels {
@@ -81,32 +128,34 @@ class Kernels {
 
   const dnnl::engine& engine() const { return engine_; }
 
-  // Copies PyTorch's `weight` [out, in] and `bias` [out] (row-major f32)
-  // into a new LinearWeights in the preferred layout.
-  LinearWeights PrepareLinear(const float* weight, const float* bias, int in,
-                              int out);
-  // Bytes PrepareLinear() would hold for this shape.
-  uint64_t LinearBytes(int in, int out);
-  NormWeights PrepareNorm(const float* scale, const float* shift, int dim);
+  // Reorders `weight` ([out, in], row-major) into a new LinearWeights of
+  // type `target` in the preferred layout, with `bias` [out] f32.
+  // f32 and bf16 convert into each other; s8 stays s8 (with its scales).
+  LinearWeights PrepareLinear(const WeightSource& weight, const float* bias,
+                              int in, int out, DataType target);
+  // Bytes PrepareLinear() would hold for this shape and target type.
+  uint64_t LinearBytes(int in, int out, DataType target);
 
-  // dst[m, out] (op)= src[m, in] W^T + b.
-  void Linear(ExecContext& x, const LinearWeights& w, int64_t m,
-              const float* src, float* dst, Epilogue epilogue);
-  // dst[m, d] = LayerNorm(src[m, d]); src may equal dst.
-  void LayerNorm(ExecContext& x, const NormWeights& w, int64_t m, int d,
-                 float eps, const float* src, float* dst);
-  // In place softmax over each row of data[rows, cols].
+  // dst[m, out] (op)= src[m, in] W^T + b. src has the weights' type (u8
+  // for s8 weights); dst is f32 or (for f32/bf16 weights) bf16.
+  void Linear(ExecContext& x, const LinearWeights& w, int64_t m, MatrixRef src,
+              MatrixRef dst, Epilogue epilogue);
+  // In place softmax over each row of data[rows, cols], f32.
   void Softmax(ExecContext& x, int64_t rows, int cols, float* data);
-  // Multi-head attention core for `batch` images of `tokens` tokens:
-  // qkv is [batch, tokens, 3, heads, head_dim] (MODEL_SPEC's column layout),
-  // scores is scratch of batch*heads*tokens*tokens floats, out is
-  // [batch, tokens, heads, head_dim] = softmax(q k^T / sqrt(head_dim)) v.
-  void Attention(ExecContext& x, int batch, int tokens, int heads, int head_dim,
-                 const float* qkv, float* scores, float* out);
+  // Multi-head attention core: qkv is [batch, tokens, 3, heads, head_dim]
+  // (MODEL_SPEC's column layout) and out [batch, tokens, heads, head_dim],
+  // both of type `qkv.type` (f32 or bf16): out = softmax(q k^T /
+  // sqrt(head_dim)) v, scores and softmax in f32.
+  void Attention(ExecContext& x, const AttentionShape& shape, MatrixRef qkv,
+                 MatrixRef out);
 
  private:
-  using Key = std::tuple<int, int64_t, int64_t, int64_t, int, float>;
-  const dnnl::memory::desc& WeightsDesc(int in, int out)
+  // Primitive kinds, the first element of a cache key.
+  enum Kind { kLinear, kSoftmax, kScores, kTileSoftmax, kContext };
+  // kind, up to three sizes, an epilogue, a float, and three data types.
+  using Key = std::tuple<int, int64_t, int64_t, int64_t, int, float, DataType,
+                         DataType, DataType>;
+  const dnnl::memory::desc& WeightsDesc(int in, int out, DataType type)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   struct Cached {
     dnnl::primitive primitive;
@@ -116,16 +165,46 @@ class Kernels {
   // primitive_desc `make` returns (which must use scratchpad_mode::user).
   template <typename Primitive, typename Make>
   Cached Get(const Key& key, Make make) ABSL_LOCKS_EXCLUDED(mu_);
-  // Executes a cached primitive with the caller's scratchpad.
-  static void Execute(ExecContext& x, const Cached& cached,
-                      std::unordered_map<int, dnnl::memory> args);
+  Cached LinearPrimitive(const LinearWeights& w, int64_t m, DataType src,
+                         DataType dst, Epilogue epilogue);
+  // The primitives of one attention tile of `rows` queries, and the memory
+  // descriptors of its operands.
+  struct AttentionTile {
+    Cached scores, softmax, context;
+    dnnl::memory::desc q, kt, v, scores_md, probs, out;
+  };
+  AttentionTile AttentionPrimitives(const AttentionShape& s, int64_t rows,
+                                    DataType type);
+  // scores -> softmax -> context of one tile, on the calling thread.
+  void RunTile(ExecContext::ThreadSlot& slot, const AttentionTile& tile,
+               const void* q, const void* k, const void* v, void* out) const;
+  // Gives each of `threads` slots scratch for the largest of `tiles`.
+  static void ReserveTileSlots(
+      ExecContext& x, int threads,
+      std::initializer_list<const AttentionTile*> tiles, int64_t tile_elements,
+      DataType type);
+  dnnl::memory Wrap(const dnnl::memory::desc& md, const void* p) const;
 
   const dnnl::engine engine_;
   absl::Mutex mu_;
   absl::flat_hash_map<Key, Cached> primitives_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::pair<int, int>, dnnl::memory::desc> weight_descs_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::tuple<int, int, DataType>, dnnl::memory::desc>
+      weight_descs_ ABSL_GUARDED_BY(mu_);
 };
+
+// Implementation details follow.
+
+template <typename Primitive, typename Make>
+Kernels::Cached Kernels::Get(const Key& key, Make make) {
+  absl::MutexLock lock(&mu_);
+  auto it = primitives_.find(key);
+  if (it == primitives_.end()) {
+    auto pd = make();
+    it = primitives_.emplace(key, Cached{Primitive(pd), pd.scratchpad_desc()})
+             .first;
+  }
+  return it->second;
+}
 
 }  // namespace edge::internal
 

@@ -1,5 +1,6 @@
 #include "engine/internal/model_weights.h"
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -55,38 +56,42 @@ class TensorSource {
 };
 
 absl::StatusOr<LinearWeights> Linear(TensorSource& src, Kernels& kernels,
-                                     const std::string& prefix, int in,
-                                     int out) {
+                                     const std::string& prefix, int in, int out,
+                                     DataType target) {
   ASSIGN_OR_RETURN(const float* w, src.Get(prefix + ".weight"));
   ASSIGN_OR_RETURN(const float* b, src.Get(prefix + ".bias"));
-  return kernels.PrepareLinear(w, b, in, out);
+  return kernels.PrepareLinear({w, DataType::f32}, b, in, out, target);
 }
 
-absl::StatusOr<NormWeights> Norm(TensorSource& src, Kernels& kernels,
-                                 const std::string& prefix, int dim) {
+absl::StatusOr<NormWeights> Norm(TensorSource& src, const std::string& prefix,
+                                 int dim) {
   ASSIGN_OR_RETURN(const float* w, src.Get(prefix + ".weight"));
   ASSIGN_OR_RETURN(const float* b, src.Get(prefix + ".bias"));
-  return kernels.PrepareNorm(w, b, dim);
+  return NormWeights{std::vector<float>(w, w + dim),
+                     std::vector<float>(b, b + dim)};
 }
 
 absl::StatusOr<BlockWeights> LoadBlock(TensorSource& src, Kernels& kernels,
-                                       const ModelConfig& c, int i) {
+                                       const ModelConfig& c, int i,
+                                       DataType act) {
   const std::string p = absl::StrCat("blocks.", i, ".");
-  const int d = c.dim;
+  const int d = c.dim, f = c.mlp_dim;
   BlockWeights b;
-  ASSIGN_OR_RETURN(b.norm1, Norm(src, kernels, p + "norm1", d));
-  ASSIGN_OR_RETURN(b.norm2, Norm(src, kernels, p + "norm2", d));
-  ASSIGN_OR_RETURN(b.qkv, Linear(src, kernels, p + "attn.qkv", d, 3 * d));
-  ASSIGN_OR_RETURN(b.proj, Linear(src, kernels, p + "attn.proj", d, d));
+  ASSIGN_OR_RETURN(b.norm1, Norm(src, p + "norm1", d));
+  ASSIGN_OR_RETURN(b.norm2, Norm(src, p + "norm2", d));
+  ASSIGN_OR_RETURN(b.qkv, Linear(src, kernels, p + "attn.qkv", d, 3 * d, act));
+  ASSIGN_OR_RETURN(b.proj, Linear(src, kernels, p + "attn.proj", d, d, act));
   if (!c.moe.IsMoeLayer(i)) {
-    ASSIGN_OR_RETURN(b.fc1, Linear(src, kernels, p + "mlp.fc1", d, c.mlp_dim));
-    ASSIGN_OR_RETURN(b.fc2, Linear(src, kernels, p + "mlp.fc2", c.mlp_dim, d));
+    ASSIGN_OR_RETURN(b.fc1, Linear(src, kernels, p + "mlp.fc1", d, f, act));
+    ASSIGN_OR_RETURN(b.fc2, Linear(src, kernels, p + "mlp.fc2", f, d, act));
     return b;
   }
   ASSIGN_OR_RETURN(const float* router, src.Get(p + "moe.router.weight"));
   const std::vector<float> zero_bias(c.moe.num_experts, 0.0f);
-  b.router =
-      kernels.PrepareLinear(router, zero_bias.data(), d, c.moe.num_experts);
+  const DataType router_type =
+      c.moe.routing == Routing::kToken ? act : DataType::f32;
+  b.router = kernels.PrepareLinear({router, DataType::f32}, zero_bias.data(), d,
+                                   c.moe.num_experts, router_type);
   return b;
 }
 
@@ -99,14 +104,14 @@ absl::StatusOr<std::vector<float>> Copy(TensorSource& src,
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadModelWeights(const ModelManifest& manifest,
-                                              Kernels& kernels) {
+                                              Kernels& kernels, DataType act) {
   const ModelConfig& c = manifest.config();
   TensorSource src(manifest);
   ModelWeights w;
   const int patch_in = 3 * c.patch_size * c.patch_size;
   // [D, 3, P, P] row-major is already [D, 3*P*P] with (c, y, x) patches.
-  ASSIGN_OR_RETURN(w.patch_embed,
-                   Linear(src, kernels, "patch_embed.proj", patch_in, c.dim));
+  ASSIGN_OR_RETURN(w.patch_embed, Linear(src, kernels, "patch_embed.proj",
+                                         patch_in, c.dim, act));
   if (c.class_token) {
     ASSIGN_OR_RETURN(w.cls_token, Copy(src, "cls_token", c.dim));
   }
@@ -114,38 +119,70 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const ModelManifest& manifest,
       w.pos_embed,
       Copy(src, "pos_embed", static_cast<size_t>(c.num_tokens()) * c.dim));
   for (int i = 0; i < c.depth; ++i) {
-    ASSIGN_OR_RETURN(BlockWeights block, LoadBlock(src, kernels, c, i));
+    ASSIGN_OR_RETURN(BlockWeights block, LoadBlock(src, kernels, c, i, act));
     w.blocks.push_back(std::move(block));
   }
-  ASSIGN_OR_RETURN(w.norm, Norm(src, kernels, "norm", c.dim));
-  ASSIGN_OR_RETURN(w.head, Linear(src, kernels, "head", c.dim, c.num_classes));
+  ASSIGN_OR_RETURN(w.norm, Norm(src, "norm", c.dim));
+  ASSIGN_OR_RETURN(w.head, Linear(src, kernels, "head", c.dim, c.num_classes,
+                                  DataType::f32));
   return w;
 }
 
-absl::StatusOr<std::shared_ptr<CachedExpert>> PrepareExpert(
-    const RawExpert& raw, Kernels& kernels) {
-  for (const TensorView* t :
-       {&raw.fc1_weight, &raw.fc1_bias, &raw.fc2_weight, &raw.fc2_bias}) {
-    if (t->dtype != DType::kF32) {
-      return absl::UnimplementedError(
-          absl::StrCat(raw.key.ToString(), ": ", DTypeName(t->dtype),
-                       " experts are not supported by this engine build"));
-    }
+DataType ExpertComputeType(DType stored, DataType act) {
+  switch (stored) {
+    case DType::kI8:
+      return DataType::s8;
+    case DType::kBF16:
+      return DataType::bf16;
+    case DType::kF32:
+      break;
   }
+  return act;
+}
+
+absl::StatusOr<std::shared_ptr<CachedExpert>> PrepareExpert(
+    const RawExpert& raw, Kernels& kernels, DataType act) {
   const int f = static_cast<int>(raw.fc1_weight.shape[0]);
   const int d = static_cast<int>(raw.fc1_weight.shape[1]);
-  auto as_f32 = [](const TensorView& t) {
+  const DataType target = ExpertComputeType(raw.fc1_weight.dtype, act);
+  // The manifest fixed every dtype (ModelManifest validated it): weights in
+  // the model's precision, biases and scales f32.
+  auto source = [&](const TensorView& w,
+                    const TensorView& scale) -> absl::StatusOr<WeightSource> {
+    const DataType stored = ExpertComputeType(w.dtype, DataType::f32);
+    const float* scales = static_cast<const float*>(scale.data);
+    if (stored == DataType::s8) {
+      for (int64_t i = 0; i < w.shape[0]; ++i) {
+        if (!(scales[i] > 0.f) || !std::isfinite(scales[i])) {
+          return absl::DataLossError(
+              absl::StrCat(raw.key.ToString(), ": weight scale ", i, " is ",
+                           scales[i], "; scales must be positive"));
+        }
+      }
+    }
+    return WeightSource{w.data, stored, scales};
+  };
+  ASSIGN_OR_RETURN(WeightSource fc1,
+                   source(raw.fc1_weight, raw.fc1_weight_scale));
+  ASSIGN_OR_RETURN(WeightSource fc2,
+                   source(raw.fc2_weight, raw.fc2_weight_scale));
+  auto bias = [](const TensorView& t) {
     return static_cast<const float*>(t.data);
   };
   return std::make_shared<PreparedExpert>(
-      kernels.PrepareLinear(as_f32(raw.fc1_weight), as_f32(raw.fc1_bias), d, f),
-      kernels.PrepareLinear(as_f32(raw.fc2_weight), as_f32(raw.fc2_bias), f,
-                            d));
+      kernels.PrepareLinear(fc1, bias(raw.fc1_bias), d, f, target),
+      kernels.PrepareLinear(fc2, bias(raw.fc2_bias), f, d, target));
 }
 
-uint64_t PreparedExpertBytes(const ModelConfig& config, Kernels& kernels) {
-  return kernels.LinearBytes(config.dim, config.mlp_dim) +
-         kernels.LinearBytes(config.mlp_dim, config.dim);
+uint64_t PreparedExpertBytes(const ModelManifest& manifest, Kernels& kernels,
+                             DataType act) {
+  const ModelConfig& c = manifest.config();
+  if (c.moe.layers.empty()) return 0;
+  const TensorInfo* any_weight = manifest.FindTensor(
+      ExpertTensorPrefix(c.moe.layers.front(), 0) + "fc1.weight");
+  const DataType target = ExpertComputeType(any_weight->dtype, act);
+  return kernels.LinearBytes(c.dim, c.mlp_dim, target) +
+         kernels.LinearBytes(c.mlp_dim, c.dim, target);
 }
 
 }  // namespace edge::internal

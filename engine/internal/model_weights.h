@@ -2,6 +2,15 @@
 // load (linear weights reordered into the matmul's layout), and
 // PreparedExpert, the form in which ExpertCache holds one expert.
 //
+// Precision: with activations of type `act` (f32, or bf16 for
+// compute_dtype bf16), every linear layer that reads activation rows is
+// prepared in `act`: patch embedding, qkv, proj, dense MLPs and, with token
+// routing, the router. The image router (it reads a pooled f32 row per
+// image) and the head are f32 always: they are tiny, and routing decisions
+// and logits are what accuracy is judged by. Experts keep the precision they
+// are stored in where it is lower (bf16, int8), so the cache holds them at
+// that size; float32 experts are converted to `act`.
+//
 // Thread-safe: immutable after loading.
 #ifndef EDGE_ENGINE_INTERNAL_MODEL_WEIGHTS_H_
 #define EDGE_ENGINE_INTERNAL_MODEL_WEIGHTS_H_
@@ -40,7 +49,7 @@ struct ModelWeights {
 // Maps the files holding non-expert tensors, verifies their size and
 // SHA-256 (DATA_LOSS naming the file), and prepares every tensor.
 absl::StatusOr<ModelWeights> LoadModelWeights(const ModelManifest& manifest,
-                                              Kernels& kernels);
+                                              Kernels& kernels, DataType act);
 
 // One expert's MLP, as ExpertCache stores it.
 class PreparedExpert final : public CachedExpert {
@@ -56,11 +65,16 @@ class PreparedExpert final : public CachedExpert {
   const LinearWeights fc2_;
 };
 
-// Prepares `raw` (float32 tensors) for the cache.
+// The type an expert stored as `stored` computes in, with activations `act`.
+DataType ExpertComputeType(DType stored, DataType act);
+
+// Prepares `raw` for the cache, in ExpertComputeType(). DATA_LOSS if an
+// int8 expert's scales are not positive and finite.
 absl::StatusOr<std::shared_ptr<CachedExpert>> PrepareExpert(
-    const RawExpert& raw, Kernels& kernels);
-// Exact bytes PrepareExpert() holds for any expert of `config`.
-uint64_t PreparedExpertBytes(const ModelConfig& config, Kernels& kernels);
+    const RawExpert& raw, Kernels& kernels, DataType act);
+// Exact bytes PrepareExpert() holds for any expert of `manifest`.
+uint64_t PreparedExpertBytes(const ModelManifest& manifest, Kernels& kernels,
+                             DataType act);
 
 }  // namespace edge::internal
 

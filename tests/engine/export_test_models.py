@@ -16,21 +16,27 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 from export_model import export_model, load_config, model_config, random_state_dict  # noqa: E402
 
-# tiny-image / tiny-token: failure isolation and batch independence.
+# (directory, config, expert precision).
+# tiny-image / tiny-token: failure isolation, batch independence, bf16.
+# tiny-image-bf16 / -int8: the same weights with reduced-precision experts.
 # vmoe-s32-e32: MODEL_SPEC's many-experts configuration, for the budget test.
-CONFIGS = ("tiny-image", "tiny-token", "vmoe-s32-e32")
+MODELS = (("tiny-image", "tiny-image", "float32"),
+          ("tiny-image-bf16", "tiny-image", "bf16"),
+          ("tiny-image-int8", "tiny-image", "int8"),
+          ("tiny-token", "tiny-token", "float32"),
+          ("vmoe-s32-e32", "vmoe-s32-e32", "float32"))
 
 
 def main() -> int:
     out = Path(sys.argv[1])
-    for name in CONFIGS:
-        target = out / name
+    for directory, config, precision in MODELS:
+        target = out / directory
         if (target / "manifest.json").exists():
             continue
         shutil.rmtree(target, ignore_errors=True)
-        cfg = load_config(ROOT / "tools" / "configs" / f"{name}.json")
+        cfg = load_config(ROOT / "tools" / "configs" / f"{config}.json")
         export_model(cfg, random_state_dict(model_config(cfg), seed=1), target,
-                     random_seed=1)
+                     precision, random_seed=1)
         print(f"exported {target}")
     return 0
 

@@ -5,8 +5,10 @@
 #include "engine/vmoe_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 #include <thread>
@@ -229,6 +231,99 @@ TEST(VmoeEngineTest, RejectsBatchSizeOutsideLimits) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Run(images.data(), 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+bool SameRouting(const ImageResult& a, const ImageResult& b) {
+  if (a.routing.size() != b.routing.size()) return false;
+  for (size_t l = 0; l < a.routing.size(); ++l) {
+    const auto& x = a.routing[l];
+    const auto& y = b.routing[l];
+    if (x.image_choices.size() != y.image_choices.size() ||
+        x.token_choices.size() != y.token_choices.size() ||
+        x.token_kept != y.token_kept) {
+      return false;
+    }
+    for (size_t i = 0; i < x.image_choices.size(); ++i) {
+      if (x.image_choices[i].expert != y.image_choices[i].expert) return false;
+    }
+    for (size_t i = 0; i < x.token_choices.size(); ++i) {
+      if (x.token_choices[i].expert != y.token_choices[i].expert) return false;
+    }
+  }
+  return true;
+}
+
+// bf16 arithmetic changes the logits a little (bf16 keeps 8 significant
+// bits; these models' logits are O(1)) and may flip a near-tie routing
+// decision, which changes an image's logits legitimately. Images routed
+// alike must stay close, and most images must route alike.
+void ExpectBf16CloseToF32(const std::string& model) {
+  auto f32 = CreateOrDie(ModelDir(model));
+  EngineOptions options;
+  options.compute_dtype = ComputeDtype::kBfloat16;
+  auto bf16 = CreateOrDie(ModelDir(model), options);
+  ASSERT_NE(f32, nullptr);
+  ASSERT_NE(bf16, nullptr);
+  EXPECT_EQ(bf16->precision(), "bf16");
+  constexpr int kBatch = 32;
+  const auto images = RandomImages(f32->config(), kBatch, 11);
+  const auto want = RunOrDie(*f32, images, kBatch);
+  const auto got = RunOrDie(*bf16, images, kBatch);
+  ASSERT_EQ(got.size(), want.size());
+  int alike = 0;
+  float max_diff = 0;
+  for (int b = 0; b < kBatch; ++b) {
+    if (!SameRouting(got[b], want[b])) continue;
+    ++alike;
+    for (size_t i = 0; i < want[b].logits.size(); ++i) {
+      max_diff =
+          std::max(max_diff, std::abs(got[b].logits[i] - want[b].logits[i]));
+    }
+  }
+  EXPECT_GE(alike, kBatch * 3 / 4) << "too many routing flips";
+  EXPECT_LE(max_diff, 0.05f);
+  EXPECT_GT(max_diff, 1e-5f) << "identical to float32: bf16 did not run";
+}
+
+TEST(VmoeEngineTest, Bf16ComputeStaysCloseToFloat32ImageRouting) {
+  ExpectBf16CloseToF32("tiny-image");
+}
+
+TEST(VmoeEngineTest, Bf16ComputeStaysCloseToFloat32TokenRouting) {
+  ExpectBf16CloseToF32("tiny-token");
+}
+
+TEST(VmoeEngineTest, RejectsUnknownComputeDtypeName) {
+  EXPECT_EQ(ParseComputeDtype("bfloat16").value(), ComputeDtype::kBfloat16);
+  EXPECT_EQ(ParseComputeDtype("f32").value(), ComputeDtype::kFloat32);
+  EXPECT_EQ(ParseComputeDtype("fp16").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Experts stored as bf16 / int8 stay that size in the cache (plus biases
+// and, for int8, a scale per output channel) and compute in it.
+TEST(VmoeEngineTest, ReducedPrecisionExpertsShrinkTheCache) {
+  std::map<std::string, double> bytes_per_expert;
+  for (const std::string model :
+       {"tiny-image", "tiny-image-bf16", "tiny-image-int8"}) {
+    auto engine = CreateOrDie(ModelDir(model));
+    ASSERT_NE(engine, nullptr);
+    const auto images = RandomImages(engine->config(), 8, 5);
+    for (const ImageResult& r : RunOrDie(*engine, images, 8)) {
+      EXPECT_TRUE(r.status.ok()) << r.status;
+      EXPECT_EQ(r.logits.size(), 10u);
+    }
+    const ExpertCacheStats s = engine->cache_stats();
+    ASSERT_GT(s.resident_experts, 0);
+    bytes_per_expert[model] =
+        static_cast<double>(s.resident_bytes) / s.resident_experts;
+  }
+  const double f32 = bytes_per_expert["tiny-image"];
+  EXPECT_LE(bytes_per_expert["tiny-image-bf16"], 0.55 * f32);
+  EXPECT_LE(bytes_per_expert["tiny-image-int8"], 0.35 * f32);
+  auto int8 = CreateOrDie(ModelDir("tiny-image-int8"));
+  ASSERT_NE(int8, nullptr);
+  EXPECT_EQ(int8->precision(), "float32/int8-experts");
 }
 
 // MODEL_SPEC's vmoe-s32-e32 (64 experts, ~537 MB) with a budget for a quarter

@@ -109,6 +109,25 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
   EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_queue_size"));
 }
 
+TEST(ServerConfigTest, ComputeDtypeAndEngineThreadsAreChecked) {
+  ServerConfig c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  EXPECT_EQ(c.compute_dtype(), "f32");
+  EXPECT_EQ(c.engine_threads(), 0);
+  for (const char* ok : {"f32", "float32", "bf16", "bfloat16"}) {
+    ASSERT_TRUE(SetConfigField("compute_dtype", ok, "flag", &c).ok());
+    EXPECT_TRUE(ValidateServerConfig(c).ok()) << ok;
+  }
+  ASSERT_TRUE(SetConfigField("compute_dtype", "fp16", "flag", &c).ok());
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("compute_dtype: compute dtype \"fp16\" must be"));
+  c.set_compute_dtype("bf16");
+  ASSERT_TRUE(SetConfigField("engine_threads", "2", "flag", &c).ok());
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.set_engine_threads(-1);
+  EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("engine_threads"));
+}
+
 TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
   ServerConfig c = DefaultServerConfig();
   c.set_model_dir("/m");

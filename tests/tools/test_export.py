@@ -14,14 +14,15 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 from export_model import (export_model, load_config, model_config,  # noqa: E402
                           random_state_dict)
-from model_format import (DTYPES, PAD_PREFIX, file_sha256,  # noqa: E402
-                          read_safetensors_header)
+from model_format import (DTYPES, PAD_PREFIX, bf16_to_float32,  # noqa: E402
+                          file_sha256, load_model_dir, read_safetensors_header)
 from reference_run import load_reference  # noqa: E402
 from vmoe_reference import VisionMoE, tensor_shapes  # noqa: E402
 
@@ -178,6 +179,92 @@ class ExportTest(unittest.TestCase):
             export_random(self.model_dir)
 
 
+class ReducedPrecisionExportTest(unittest.TestCase):
+    """--expert-dtype bfloat16 / int8 (docs/model-format.md, "Reduced
+    precision"): expert fc weights change type, everything else stays F32."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cfg = load_config(CONFIG)
+        cls.state_dict = random_state_dict(model_config(cfg), 3)
+        # One all-zero output channel: its int8 scale must be 1, not 0.
+        cls.state_dict["blocks.3.moe.experts.1.fc1.weight"][5].zero_()
+        cls.models = {p: Path(cls.tmp.name) / p for p in ("bf16", "int8")}
+        cls.manifests = {p: export_model(cfg, cls.state_dict, d, p)
+                         for p, d in cls.models.items()}
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def stored(self, precision: str) -> dict:
+        manifest, tensors = load_model_dir(self.models[precision])
+        dtypes = {t["name"]: t["dtype"] for t in manifest["tensors"]}
+        return {n: (dtypes[n], a) for n, a in tensors.items()}
+
+    def test_only_expert_weights_change_type(self):
+        for precision, dtype in (("bf16", "BF16"), ("int8", "I8")):
+            manifest = self.manifests[precision]
+            self.assertEqual(manifest["precision"], precision)
+            for t in manifest["tensors"]:
+                expert_weight = re.search(r"experts\.\d+\.fc[12]\.weight$", t["name"])
+                self.assertEqual(t["dtype"], dtype if expert_weight else "F32",
+                                 t["name"])
+                self.assertEqual(t["size_bytes"], DTYPES[t["dtype"]].itemsize
+                                 * math.prod(t["shape"]), t["name"])
+
+    def test_bfloat16_rounds_to_nearest_even(self):
+        for name, (dtype, bits) in self.stored("bf16").items():
+            if dtype != "BF16":
+                continue
+            original = self.state_dict[name].to(torch.float32)
+            want = original.to(torch.bfloat16).view(torch.int16).numpy()
+            self.assertTrue(np.array_equal(bits.view(np.int16), want), name)
+            decoded = torch.from_numpy(bf16_to_float32(bits))
+            self.assertLessEqual(float((decoded - original).abs().max()),
+                                 float(original.abs().max()) * 2 ** -8, name)
+
+    def test_int8_scales_are_per_output_channel(self):
+        stored = self.stored("int8")
+        scaled = [n for n, (dtype, _) in stored.items() if dtype == "I8"]
+        self.assertTrue(scaled)
+        for name in scaled:
+            q = stored[name][1].astype(np.float32)
+            scale = stored[name + "_scale"][1]
+            w = self.state_dict[name].numpy()
+            self.assertEqual(scale.shape, (w.shape[0],), name)
+            row_max = np.abs(w).max(axis=1)
+            expected = np.where(row_max > 0, row_max / 127, 1.0)
+            np.testing.assert_allclose(scale, expected, rtol=1e-6, err_msg=name)
+            self.assertEqual(np.abs(q).max(), 127, name)
+            error = np.abs(q * scale[:, None] - w)
+            self.assertTrue((error <= scale[:, None] / 2 * (1 + 1e-5)).all(), name)
+        zero_row = "blocks.3.moe.experts.1.fc1.weight"
+        self.assertEqual(stored[zero_row + "_scale"][1][5], 1.0)
+
+    def test_int8_scale_follows_its_weight_in_the_expert_file(self):
+        listed = [t["name"] for t in self.manifests["int8"]["tensors"]
+                  if t["name"].startswith("blocks.3.moe.experts.0.")]
+        self.assertEqual(listed, [f"blocks.3.moe.experts.0.{n}" for n in (
+            "fc1.weight", "fc1.weight_scale", "fc1.bias",
+            "fc2.weight", "fc2.weight_scale", "fc2.bias")])
+
+    def test_reference_reads_the_dequantised_weights(self):
+        config = model_config(load_config(CONFIG))
+        images = torch.randn(2, 3, config.image_size, config.image_size,
+                             generator=torch.Generator().manual_seed(0))
+        original = VisionMoE(config)
+        original.load_state_dict(self.state_dict)
+        with torch.no_grad():
+            expected, _ = original.eval()(images)
+            for precision in self.models:
+                actual, _ = load_reference(self.models[precision])(images)
+                error = float((actual - expected).abs().max())
+                self.assertLess(error, 0.05, precision)
+                self.assertGreater(error, 0, precision)  # it did change.
+
+
 class ExportCommandLineTest(unittest.TestCase):
     """The CLI, run as users run it (a subprocess of /usr/bin/python3)."""
 
@@ -240,11 +327,33 @@ class ExportCommandLineTest(unittest.TestCase):
         self.assert_rejected(self.state_dict, "missing: cls_token", "unexpected: extra",
                              "wrong shape: head.bias")
 
-    def test_unsupported_precision_is_refused(self):
+    def test_unknown_expert_dtype_is_refused(self):
         result = run_exporter("--config", CONFIG, "--random-seed", 1,
-                              "--out", self.work / "out", "--precision", "bf16")
+                              "--out", self.work / "out", "--expert-dtype", "fp16")
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn("precision 'bf16' is not supported yet", result.stderr)
+        self.assertIn("invalid choice: 'fp16'", result.stderr)
+        self.assertFalse((self.work / "out").exists())
+
+    def test_from_model_reexports_at_another_precision(self):
+        source = self.work / "f32"
+        export_random(source)
+        result = run_exporter("--from-model", source, "--expert-dtype", "int8",
+                              "--out", self.work / "int8")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        want = export_model(*self.source_of(source), self.work / "direct", "int8")
+        written = json.loads((self.work / "int8" / "manifest.json").read_text())
+        self.assertEqual(written, want)
+        # A reduced-precision model is not a source: its rounding would stack.
+        again = run_exporter("--from-model", self.work / "int8",
+                             "--out", self.work / "again")
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("re-export from a float32 model", again.stderr)
+
+    def source_of(self, model_dir: Path):
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        cfg = {k: manifest[k] for k in ("name", "description", "architecture",
+                                       "preprocessing", "labels", "superclasses")}
+        return cfg, random_state_dict(model_config(cfg), 3)
 
     def test_config_error_names_the_field(self):
         config = json.loads(CONFIG.read_text())
