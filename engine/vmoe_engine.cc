@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "engine/internal/compute_thread.h"
 #include "engine/internal/expert_predictor.h"
 #include "engine/internal/forward.h"
 #include "engine/internal/kernels.h"
@@ -43,6 +44,9 @@ std::string DescribePrecision(ComputeDtype compute,
 }  // namespace
 
 struct VmoeEngine::State {
+  // First member, so destroyed last. Runs Create()'s weight preparation and
+  // every Run(), so that one thread owns all OpenMP parallel regions.
+  internal::ComputeThread compute;
   EngineOptions options;
   DataType activations = DataType::f32;
   std::string precision;
@@ -90,38 +94,50 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
   ASSIGN_OR_RETURN(state->manifest, ModelManifest::Load(model_dir));
   state->precision =
       DescribePrecision(options.compute_dtype, state->manifest.precision());
-  try {
-    ASSIGN_OR_RETURN(state->weights,
-                     internal::LoadModelWeights(state->manifest, state->kernels,
-                                                state->activations));
-    ASSIGN_OR_RETURN(state->store,
-                     ExpertStore::Create(&state->manifest, options.store));
-    State* s = state.get();
-    const uint64_t expert_bytes =
-        internal::PreparedExpertBytes(s->manifest, s->kernels, s->activations);
-    auto loader = [s](const ExpertKey& key)
-        -> absl::StatusOr<std::shared_ptr<CachedExpert>> {
-      ASSIGN_OR_RETURN(RawExpert raw, s->store->Load(key));
-      try {
-        return internal::PrepareExpert(raw, s->kernels, s->activations);
-      } catch (const dnnl::error& e) {
-        return absl::InternalError(
-            absl::StrCat("oneDNN preparing ", key.ToString(), ": ", e.what()));
+  // Weight reorders are OpenMP work: run them on the compute thread.
+  auto prepare = [&]() -> absl::Status {
+    try {
+      ASSIGN_OR_RETURN(state->weights, internal::LoadModelWeights(
+                                           state->manifest, state->kernels,
+                                           state->activations));
+      ASSIGN_OR_RETURN(state->store,
+                       ExpertStore::Create(&state->manifest, options.store));
+      State* s = state.get();
+      const uint64_t expert_bytes = internal::PreparedExpertBytes(
+          s->manifest, s->kernels, s->activations);
+      auto loader = [s](const ExpertKey& key)
+          -> absl::StatusOr<std::shared_ptr<CachedExpert>> {
+        // Loads run on prefetch threads too: no second OpenMP team.
+        internal::OmpSingleThread one_thread;
+        ASSIGN_OR_RETURN(RawExpert raw, s->store->Load(key));
+        try {
+          return internal::PrepareExpert(raw, s->kernels, s->activations);
+        } catch (const dnnl::error& e) {
+          return absl::InternalError(absl::StrCat(
+              "oneDNN preparing ", key.ToString(), ": ", e.what()));
+        }
+      };
+      auto sizer = [expert_bytes](const ExpertKey&) { return expert_bytes; };
+      ASSIGN_OR_RETURN(state->cache,
+                       ExpertCache::Create(options.cache, loader, sizer));
+      const MoeSpec& moe = s->manifest.config().moe;
+      if (options.prefetch_next_layer && options.cache.prefetch_threads > 0 &&
+          moe.layers.size() > 1) {
+        s->predictor = std::make_unique<internal::NextLayerPredictor>(
+            static_cast<int>(moe.layers.size()), moe.num_experts);
       }
-    };
-    auto sizer = [expert_bytes](const ExpertKey&) { return expert_bytes; };
-    ASSIGN_OR_RETURN(state->cache,
-                     ExpertCache::Create(options.cache, loader, sizer));
-    const MoeSpec& moe = s->manifest.config().moe;
-    if (options.prefetch_next_layer && options.cache.prefetch_threads > 0 &&
-        moe.layers.size() > 1) {
-      s->predictor = std::make_unique<internal::NextLayerPredictor>(
-          static_cast<int>(moe.layers.size()), moe.num_experts);
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(
+          absl::StrCat("oneDNN loading ", model_dir, ": ", e.what()));
     }
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(
-        absl::StrCat("oneDNN loading ", model_dir, ": ", e.what()));
-  }
+    return absl::OkStatus();
+  };
+  absl::Status prepared;
+  state->compute.Run([&] {
+    if (options.num_threads > 0) omp_set_num_threads(options.num_threads);
+    prepared = prepare();
+  });
+  if (!prepared.ok()) return prepared;
   return std::unique_ptr<VmoeEngine>(new VmoeEngine(std::move(state)));
 }
 
@@ -151,10 +167,6 @@ absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
   }
   if (images == nullptr) return absl::InvalidArgumentError("no images");
   std::unique_ptr<Workspace> ws = state_->TakeWorkspace();
-  // OpenMP's thread count is per calling thread: set it on every call.
-  if (state_->options.num_threads > 0) {
-    omp_set_num_threads(state_->options.num_threads);
-  }
   const internal::ForwardContext ctx{&config(),
                                      &state_->weights,
                                      &state_->kernels,
@@ -163,12 +175,15 @@ absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
                                      state_->options.expert_failure_policy,
                                      state_->activations};
   absl::StatusOr<std::vector<ImageResult>> results;
-  try {
-    internal::ForwardPass pass(ctx, ws.get(), batch_size);
-    results = pass.Run(images, timing);
-  } catch (const dnnl::error& e) {
-    results = absl::InternalError(absl::StrCat("oneDNN: ", e.what()));
-  }
+  // On the compute thread, whose OpenMP thread count Create() set.
+  state_->compute.Run([&] {
+    try {
+      internal::ForwardPass pass(ctx, ws.get(), batch_size);
+      results = pass.Run(images, timing);
+    } catch (const dnnl::error& e) {
+      results = absl::InternalError(absl::StrCat("oneDNN: ", e.what()));
+    }
+  });
   state_->ReturnWorkspace(std::move(ws));
   return results;
 }
