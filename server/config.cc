@@ -189,8 +189,8 @@ absl::Status ApplyConfigFile(const std::string& path, ServerConfig* config) {
   std::stringstream text;
   text << in.rdbuf();
   // Parsed as a Struct, not straight into ServerConfig: proto3 JSON cannot
-  // tell an absent field from one set to zero, and "max_queue_delay_us": 0
-  // must override the default.
+  // tell an absent field from one set to zero, and "cache_profile_interval_s":
+  // 0 must override the default.
   google::protobuf::Struct root;
   auto status = google::protobuf::util::JsonStringToMessage(text.str(), &root);
   if (!status.ok()) {

@@ -47,7 +47,7 @@ namespace edge {
 
 struct DynamicBatcherOptions {
   int max_batch_size = 16;            // ServerConfig's default.
-  int64_t max_queue_delay_us = 2000;  // ServerConfig's default.
+  int64_t max_queue_delay_us = 0;  // ServerConfig's default.
   // Microseconds on a monotonic clock; injectable for tests.
   std::function<int64_t()> now_us = [] {
     return std::chrono::duration_cast<std::chrono::microseconds>(

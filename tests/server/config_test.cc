@@ -22,7 +22,7 @@ TEST(ServerConfigTest, DefaultsComeFromTheSchema) {
   EXPECT_EQ(c.listen_address(), "127.0.0.1:50051");
   EXPECT_EQ(c.metrics_address(), "127.0.0.1:9464");
   EXPECT_EQ(c.max_batch_size(), 16);
-  EXPECT_EQ(c.max_queue_delay_us(), 2000);
+  EXPECT_EQ(c.max_queue_delay_us(), 0);
   EXPECT_EQ(c.max_queue_size(), 256);
   EXPECT_EQ(c.max_image_bytes(), 16u << 20);
   EXPECT_EQ(c.model_dir(), "");
@@ -31,12 +31,14 @@ TEST(ServerConfigTest, DefaultsComeFromTheSchema) {
 TEST(ServerConfigTest, FileOverridesOnlyWhatItNamesIncludingZeros) {
   TempDir tmp;
   const std::string path = tmp.Join("gateway.json");
-  WriteFileOrDie(path, R"({"model_dir": "/m", "max_queue_delay_us": 0,
+  WriteFileOrDie(path, R"({"model_dir": "/m", "cache_profile_interval_s": 0,
+                           "max_queue_delay_us": 500,
                            "maxBatchSize": 8, "max_image_bytes": 16777217})");
   ServerConfig c = DefaultServerConfig();
   ASSERT_TRUE(ApplyConfigFile(path, &c).ok());
   EXPECT_EQ(c.model_dir(), "/m");
-  EXPECT_EQ(c.max_queue_delay_us(), 0);       // zero must override the default.
+  EXPECT_EQ(c.cache_profile_interval_s(), 0);  // zero overrides the default.
+  EXPECT_EQ(c.max_queue_delay_us(), 500);
   EXPECT_EQ(c.max_batch_size(), 8);           // lowerCamelCase works too.
   EXPECT_EQ(c.max_image_bytes(), 16777217u);  // exact, not rounded.
   EXPECT_EQ(c.max_queue_size(), 256);         // untouched.
