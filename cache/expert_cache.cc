@@ -1,5 +1,7 @@
 #include "cache/expert_cache.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cassert>
 #include <exception>
@@ -110,13 +112,23 @@ ExpertCache::~ExpertCache() {
 }
 
 int64_t ExpertCache::BeginPass(int layer, const std::vector<ExpertKey>& keys) {
-  MutexLock lock(&mu_);
-  if (policy_ != nullptr) policy_->BeginPass(layer, keys);
-  // Needed now: ahead of speculative requests, in the pass's order.
-  for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
-    QueuePrefetchLocked(*it, /*urgent=*/true);
+  std::vector<ExpertKey> queued;
+  int64_t pass;
+  {
+    MutexLock lock(&mu_);
+    if (policy_ != nullptr) policy_->BeginPass(layer, keys);
+    // Needed now: ahead of speculative requests, in the pass's order.
+    for (auto it = keys.rbegin(); it != keys.rend(); ++it) {
+      if (QueuePrefetchLocked(*it, /*urgent=*/true)) queued.push_back(*it);
+    }
+    pass = next_pass_++;
   }
-  return next_pass_++;
+  if (options_.read_ahead) {
+    for (auto it = queued.rbegin(); it != queued.rend(); ++it) {
+      options_.read_ahead(*it);
+    }
+  }
+  return pass;
 }
 
 bool ExpertCache::IsResident(const ExpertKey& key) const {
@@ -130,18 +142,18 @@ void ExpertCache::Prefetch(const std::vector<ExpertKey>& keys) {
   for (const ExpertKey& key : keys) QueuePrefetchLocked(key, /*urgent=*/false);
 }
 
-void ExpertCache::QueuePrefetchLocked(const ExpertKey& key, bool urgent) {
-  if (prefetch_threads_.empty() || entries_.count(key) != 0) return;
+bool ExpertCache::QueuePrefetchLocked(const ExpertKey& key, bool urgent) {
+  if (prefetch_threads_.empty() || entries_.count(key) != 0) return false;
   const auto queued =
       std::find(prefetch_queue_.begin(), prefetch_queue_.end(), key);
   if (queued != prefetch_queue_.end()) {
-    if (!urgent) return;
+    if (!urgent) return true;
     prefetch_queue_.erase(queued);
   } else if (static_cast<int>(prefetch_queue_.size()) >=
              options_.prefetch_queue_limit) {
     if (!urgent || prefetch_queue_.empty()) {
       ++stats_.prefetch_dropped;
-      return;
+      return false;
     }
     prefetch_queue_.pop_back();  // the stalest speculative guess
     ++stats_.prefetch_dropped;
@@ -152,9 +164,20 @@ void ExpertCache::QueuePrefetchLocked(const ExpertKey& key, bool urgent) {
     prefetch_queue_.push_back(key);
   }
   prefetch_ready_.Signal();
+  return true;
 }
 
 void ExpertCache::PrefetchLoop() {
+  // Background loads take CPU (page faults, the loader's weight reorder).
+  // On a small box the engine's OpenMP team holds every core, and a loader
+  // that preempts one of its threads stalls the whole team at the next
+  // barrier. SCHED_IDLE runs the loader only on a core the engine leaves
+  // idle (while it waits for a load, between batches); the disk reads
+  // themselves (read_ahead) proceed in the kernel regardless.
+  if (options_.prefetch_idle_priority) {
+    sched_param param{};
+    (void)sched_setscheduler(0, SCHED_IDLE, &param);
+  }
   for (;;) {
     ExpertKey key;
     {

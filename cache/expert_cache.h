@@ -101,9 +101,19 @@ struct ExpertCacheOptions {
   // prefetching. One thread: loads are disk- and memory-bound and the
   // engine's compute already uses every core.
   int prefetch_threads = 1;
+  // Run the prefetch threads at SCHED_IDLE (Linux): they use only CPU time
+  // the engine leaves idle, so they never slow the batch in progress.
+  bool prefetch_idle_priority = true;
   // Prefetch requests queued beyond this are dropped: a stale guess is
   // worth less than a fresh one. 64 covers two MoE layers of 32 experts.
   int prefetch_queue_limit = 64;
+  // Called (without the cache's lock, on BeginPass()'s thread) for each
+  // announced expert that BeginPass() queues for a background load, before
+  // the loader threads reach it: lets the storage start reading every
+  // missing expert of the pass at once (ExpertStore::ReadAhead), so disk
+  // reads overlap each other and the compute of resident experts instead of
+  // following one another on the loader thread. Null: no read-ahead.
+  std::function<void(const ExpertKey&)> read_ahead;
   // Records every Acquire() when set. Not owned; must outlive the cache.
   AccessTraceWriter* trace = nullptr;
   // Called (without the cache's lock) after each resize, e.g. to log it.
@@ -248,7 +258,8 @@ class ExpertCache {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartLoadLocked(const ExpertKey& key, uint64_t bytes, bool prefetch)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void QueuePrefetchLocked(const ExpertKey& key, bool urgent)
+  // True if `key` waits in the prefetch queue afterwards.
+  bool QueuePrefetchLocked(const ExpertKey& key, bool urgent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PrefetchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void PrefetchOne(const ExpertKey& key) ABSL_LOCKS_EXCLUDED(mu_);

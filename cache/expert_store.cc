@@ -100,6 +100,12 @@ absl::StatusOr<RawExpert> ExpertStore::Load(const ExpertKey& key) const {
   return ViewExpert(*manifest_, key, std::move(file));
 }
 
+void ExpertStore::ReadAhead(const ExpertKey& key) const {
+  if (!NamesExpert(manifest_->config(), key)) return;
+  MappedFile::ReadAhead(manifest_->PathOf(
+      manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert))->path));
+}
+
 uint64_t ExpertStore::FileBytes(const ExpertKey& key) const {
   if (!NamesExpert(manifest_->config(), key)) return 0;
   return manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert))

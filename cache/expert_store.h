@@ -66,6 +66,11 @@ class ExpertStore {
   // Thread-safe. INVALID_ARGUMENT for a key that names no expert.
   absl::StatusOr<RawExpert> Load(const ExpertKey& key) const;
 
+  // Starts reading the expert's file into the page cache in the background
+  // (MappedFile::ReadAhead), so that a Load() soon after finds it there.
+  // Thread-safe; best effort; a key that names no expert is ignored.
+  void ReadAhead(const ExpertKey& key) const;
+
   // Bytes of the expert's file on disk (0 for a key that names no expert).
   uint64_t FileBytes(const ExpertKey& key) const;
   // Number of experts in the model (all MoE layers).

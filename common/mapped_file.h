@@ -22,6 +22,10 @@ class MappedFile {
   // size() == 0 and data() == nullptr.
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(
       const std::string& path);
+  // Asks the kernel to start reading `path` into the page cache in the
+  // background (posix_fadvise WILLNEED) and returns at once. Best effort:
+  // errors are ignored, a later Open() reports them.
+  static void ReadAhead(const std::string& path);
 
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

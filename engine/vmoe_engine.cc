@@ -118,8 +118,12 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
         }
       };
       auto sizer = [expert_bytes](const ExpertKey&) { return expert_bytes; };
+      ExpertCacheOptions cache_options = options.cache;
+      cache_options.read_ahead = [s](const ExpertKey& key) {
+        s->store->ReadAhead(key);
+      };
       ASSIGN_OR_RETURN(state->cache,
-                       ExpertCache::Create(options.cache, loader, sizer));
+                       ExpertCache::Create(cache_options, loader, sizer));
       const MoeSpec& moe = s->manifest.config().moe;
       if (options.prefetch_next_layer && options.cache.prefetch_threads > 0 &&
           moe.layers.size() > 1) {

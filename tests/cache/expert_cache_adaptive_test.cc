@@ -1,5 +1,7 @@
 // ExpertCache with adaptive sizing, announcements, prefetch, warm-up and
 // tracing (the basic contract is in expert_cache_test.cc).
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <random>
@@ -44,6 +46,62 @@ TEST(ExpertCacheAdaptiveTest, BeginPassPrefetchesTheMissingExperts) {
   EXPECT_EQ(s.misses, 3u);  // the cache did not hold them
   EXPECT_EQ(s.hits, 0u);
   for (const ExpertKey& key : keys) EXPECT_EQ(loader.loads(key), 1);
+}
+
+TEST(ExpertCacheAdaptiveTest, BeginPassReadsAheadTheExpertsItQueues) {
+  FakeLoader loader;
+  Mutex mu;
+  std::vector<ExpertKey> read_ahead;
+  ExpertCacheOptions options = WithPrefetch();
+  options.read_ahead = [&](const ExpertKey& key) {
+    MutexLock lock(&mu);
+    read_ahead.push_back(key);
+  };
+  auto cache = MakeCache(10 * kExpertBytes, &loader, options);
+  ASSERT_TRUE(Touch(cache.get(), {1, 0}));  // resident: nothing to read
+  const int64_t pass = cache->BeginPass(1, {{1, 0}, {1, 1}, {1, 2}});
+  {
+    MutexLock lock(&mu);
+    EXPECT_EQ(read_ahead, (std::vector<ExpertKey>{{1, 1}, {1, 2}}));
+  }
+  for (int e = 0; e < 3; ++e) ASSERT_TRUE(cache->Acquire({1, e}, pass).ok());
+  cache->Prefetch({{1, 3}});  // a guess: not read ahead
+  ASSERT_TRUE(Eventually([&] { return cache->stats().loads == 4; }));
+  MutexLock lock(&mu);
+  EXPECT_EQ(read_ahead.size(), 2u);
+}
+
+TEST(ExpertCacheAdaptiveTest, NoReadAheadWithoutPrefetchThreads) {
+  FakeLoader loader;
+  int calls = 0;
+  ExpertCacheOptions options;
+  options.prefetch_threads = 0;
+  options.read_ahead = [&](const ExpertKey&) { ++calls; };
+  auto cache = MakeCache(10 * kExpertBytes, &loader, options);
+  const int64_t pass = cache->BeginPass(1, {{1, 0}, {1, 1}});
+  EXPECT_TRUE(cache->Acquire({1, 0}, pass).ok());
+  EXPECT_EQ(calls, 0);
+}
+
+// Loads on the prefetch threads run at SCHED_IDLE unless told otherwise.
+int PrefetchThreadPolicy(bool idle_priority) {
+  FakeLoader loader;
+  std::atomic<int> policy{-1};
+  loader.fail = [&](const ExpertKey&, int) {
+    policy = sched_getscheduler(0);
+    return absl::OkStatus();
+  };
+  ExpertCacheOptions options = WithPrefetch();
+  options.prefetch_idle_priority = idle_priority;
+  auto cache = MakeCache(10 * kExpertBytes, &loader, options);
+  cache->Prefetch({{1, 0}});
+  EXPECT_TRUE(Eventually([&] { return policy.load() != -1; }));
+  return policy.load();
+}
+
+TEST(ExpertCacheAdaptiveTest, PrefetchThreadsRunAtIdlePriority) {
+  EXPECT_EQ(PrefetchThreadPolicy(true), SCHED_IDLE);
+  EXPECT_EQ(PrefetchThreadPolicy(false), SCHED_OTHER);
 }
 
 TEST(ExpertCacheAdaptiveTest, SpeculativePrefetchNeverEvictsAnnouncedExperts) {
