@@ -3,14 +3,16 @@
 
   /usr/bin/python3 tools/benchmark_peers.py [--models vmoe-tiny-224,vit-tiny-224]
       [--batches 1,16] [--seconds 10] [--rounds 1] [--threads N]
-      [--runtimes engine,onnxruntime,torch-onednn,torch-stock]
+      [--runtimes engine,engine-bf16,onnxruntime,torch-onednn,torch-stock]
       [--json_out FILE] [--quick]
 
 For each model (a name from tools/configs/ or a config path), with the
 random weights of `tools/export_model.py --random-seed 1` (in
 models/NAME-random, as BENCHMARKS.md's engine figures), it measures:
 
-  engine        build/engine/engine_bench (oneDNN)
+  engine        build/engine/engine_bench (oneDNN), float32
+  engine-bf16   the same with --dtype bf16 (bf16 matmuls, f32 accumulation);
+                its logits are held to 5% of the largest reference logit
   onnxruntime   onnxruntime-node (CPU provider) on an ONNX export in which each
                 image computes only its k experts (tools/peers/export_onnx.py,
                 ort_bench.js)
@@ -25,7 +27,7 @@ reference (tools/vmoe_reference.py) on the same images before it is timed:
 max |difference| < 1e-3 or the benchmark stops. With --rounds N the sequence
 of runtimes is repeated N times, alternating them, and each figure is the
 best round's. Prints a table per model (images/s, ms per batch mean/P50/P99,
-engine/peer ratios, the engine's share of the f32 matmul rate) and writes
+engine/peer ratios, the engine's share of the f32 and bf16 matmul rates) and writes
 all of it as JSON with --json_out. --quick is the short form the test suite
 runs: 0.3 s per measurement and a token roofline.
 """
@@ -47,7 +49,8 @@ import runners  # noqa: E402
 from vmoe_reference import ModelConfig  # noqa: E402
 
 REPO = runners.REPO
-ALL_RUNTIMES = ("engine", "onnxruntime", "torch-onednn", "torch-stock")
+ALL_RUNTIMES = ("engine", "engine-bf16", "onnxruntime", "torch-onednn",
+                "torch-stock")
 
 
 def parse_args(argv):
@@ -103,6 +106,9 @@ def measure(unit: str, setup, model_dir, onnx_dir, args) -> list[dict]:
     requested PyTorch variant (one process, one variant after the other)."""
     if unit == "engine":
         return [runners.run_engine(setup, model_dir, onnx_dir, args.batches)]
+    if unit == "engine-bf16":
+        return [runners.run_engine(setup, model_dir, onnx_dir, args.batches,
+                                   dtype="bf16")]
     if unit == "onnxruntime":
         prefix = str(onnx_dir / "ort_profile") if args.ort_profile else ""
         return [runners.run_ort(setup, onnx_dir, args.batches, prefix)]
@@ -121,7 +127,8 @@ def benchmark_model(model: str, setup, args, roofline: dict) -> dict:
     onnx_dir = args.work_dir / name
     export = runners.export_onnx(config_file, model_dir, onnx_dir,
                                  verify_images=2 if args.quick else 4)
-    units = [u for u in ("engine", "onnxruntime") if u in args.runtimes]
+    units = [u for u in ("engine", "engine-bf16", "onnxruntime")
+             if u in args.runtimes]
     if any(r.startswith("torch-") for r in args.runtimes):
         units.append("torch")
     rounds = {runtime: [] for runtime in args.runtimes}
@@ -138,8 +145,13 @@ def benchmark_model(model: str, setup, args, roofline: dict) -> dict:
             "model_dir": str(model_dir), "onnx_export": export,
             "macs_per_image": macs, "runtimes": runtimes,
             "ratios": report_lib.ratios(runtimes, args.batches),
+            "ratios_bf16": report_lib.ratios(runtimes, args.batches,
+                                             ours="engine-bf16"),
             "roofline_fraction": report_lib.roofline_fraction(
-                runtimes, args.batches, macs["total"], roofline)}
+                runtimes, args.batches, macs["total"], roofline),
+            "roofline_fraction_bf16": report_lib.roofline_fraction(
+                runtimes, args.batches, macs["total"], roofline,
+                ours="engine-bf16", dtype="bf16")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,13 +26,14 @@ def _result(report: dict, batch: int) -> dict | None:
     return next((r for r in report["results"] if r["batch"] == batch), None)
 
 
-def ratios(runtimes: dict, batches: list[int]) -> dict:
-    """engine/peer for every peer and batch: throughput (> 1: the engine is
-    faster) and mean and P50 latency (< 1: the engine is faster)."""
-    engine = runtimes.get("engine")
+def ratios(runtimes: dict, batches: list[int], ours: str = "engine") -> dict:
+    """ours/peer for every peer (a runtime that is not the engine) and batch:
+    throughput (> 1: the engine is faster) and mean and P50 latency (< 1:
+    the engine is faster). `ours`: "engine" (f32) or "engine-bf16"."""
+    engine = runtimes.get(ours)
     out = {}
     for name, report in runtimes.items():
-        if name == "engine" or engine is None:
+        if name.startswith("engine") or engine is None:
             continue
         for batch in batches:
             ours, theirs = _result(engine, batch), _result(report, batch)
@@ -48,11 +49,12 @@ def ratios(runtimes: dict, batches: list[int]) -> dict:
 
 
 def roofline_fraction(runtimes: dict, batches: list[int], macs: int,
-                      roofline: dict | None) -> dict:
+                      roofline: dict | None, ours: str = "engine",
+                      dtype: str = "f32") -> dict:
     """Per batch: the engine's matmul GFLOP/s (2 * MACs per image * images/s)
-    and its fraction of the best f32 matmul rate."""
-    engine = runtimes.get("engine")
-    peak = (roofline or {}).get("best_gflops", {}).get("f32")
+    and its fraction of the best matmul rate of `dtype`."""
+    engine = runtimes.get(ours)
+    peak = (roofline or {}).get("best_gflops", {}).get(dtype)
     out = {}
     for batch in batches:
         result = engine and _result(engine, batch)
@@ -78,17 +80,21 @@ def format_model(name: str, summary: dict) -> str:
                 f"{r['ms_per_batch_mean']:>10.2f}{r['ms_per_batch_p50']:>10.2f}"
                 f"{r['ms_per_batch_p99']:>10.2f}"
                 f"{report['verify']['max_abs_diff']:>11.2e}")
-    for peer, per_batch in summary["ratios"].items():
-        text = ", ".join(
-            f"b{b}: {v['throughput']:.2f}x throughput, "
-            f"{v['latency_mean']:.2f}x mean latency"
-            for b, v in per_batch.items())
-        lines.append(f"engine / {peer}: {text}")
-    for batch, v in summary["roofline_fraction"].items():
-        fraction = (f"{100 * v['fraction']:.0f}% of the f32 matmul roofline"
-                    if v["fraction"] is not None else "no roofline")
-        lines.append(f"engine at batch {batch}: {v['engine_gflops']:.1f} "
-                     f"GFLOP/s = {fraction}")
+    for ours, key in (("engine", "ratios"), ("engine-bf16", "ratios_bf16")):
+        for peer, per_batch in summary.get(key, {}).items():
+            text = ", ".join(
+                f"b{b}: {v['throughput']:.2f}x throughput, "
+                f"{v['latency_mean']:.2f}x mean latency"
+                for b, v in per_batch.items())
+            lines.append(f"{ours} / {peer}: {text}")
+    for ours, dtype, key in (("engine", "f32", "roofline_fraction"),
+                             ("engine-bf16", "bf16", "roofline_fraction_bf16")):
+        for batch, v in summary.get(key, {}).items():
+            fraction = (f"{100 * v['fraction']:.0f}% of the {dtype} matmul "
+                        f"roofline" if v["fraction"] is not None
+                        else "no roofline")
+            lines.append(f"{ours} at batch {batch}: {v['engine_gflops']:.1f} "
+                         f"GFLOP/s = {fraction}")
     return "\n".join(lines)
 
 
