@@ -102,7 +102,13 @@ struct ExpertCacheOptions {
   // engine's compute already uses every core.
   int prefetch_threads = 1;
   // Run the prefetch threads at SCHED_IDLE (Linux): they use only CPU time
-  // the engine leaves idle, so they never slow the batch in progress.
+  // the engine leaves idle, so they never slow the batch in progress. The
+  // price: a batch that needs an expert a prefetch thread is loading waits
+  // for it at that priority; the engine's OpenMP threads sleep meanwhile,
+  // so only other runnable threads (decoding, gRPC, other processes) delay
+  // it. An unprivileged process cannot raise the loader's priority again
+  // (CAP_SYS_NICE), so there is no boost; set false on a box whose CPUs
+  // other processes keep busy.
   bool prefetch_idle_priority = true;
   // Prefetch requests queued beyond this are dropped: a stale guess is
   // worth less than a fresh one. 64 covers two MoE layers of 32 experts.

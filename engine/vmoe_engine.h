@@ -28,9 +28,11 @@
 // it: int8 experts quantise their input rows per call (one scale per
 // matrix) and run oneDNN's int8 matmul (VNNI).
 //
-// Thread-safe: Run() may be called from several threads; each call takes a
-// private workspace from a pool. oneDNN parallelises each primitive over all
-// cores (OpenMP), so one caller at a time usually gives the best latency.
+// Thread-safe: Run() may be called from several threads. Every call (and
+// Create()'s weight preparation) computes on the engine's own compute
+// thread, one call at a time: oneDNN parallelises each primitive over all
+// cores (OpenMP), and a second thread opening OpenMP regions would make
+// libgomp throttle its spin-waits (engine/internal/compute_thread.h).
 #ifndef EDGE_ENGINE_VMOE_ENGINE_H_
 #define EDGE_ENGINE_VMOE_ENGINE_H_
 

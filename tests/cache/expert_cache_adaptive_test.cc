@@ -272,13 +272,15 @@ TEST(ExpertCacheAdaptiveTest, ConcurrentResizingNeverExceedsTheBudget) {
     });
   }
   for (std::thread& t : threads) t.join();
+  // A prefetch thread (at idle priority, so often late) may still hold the
+  // pin of a load in flight; every pin must be released eventually.
+  EXPECT_TRUE(Eventually([&] { return cache->stats().pinned_experts == 0; }));
   const ExpertCacheStats s = cache->stats();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(over_budget.load(), 0);
   EXPECT_LE(s.peak_resident_bytes, kBudget);
   EXPECT_GT(s.resizes_up, 0u);
   EXPECT_GT(s.resizes_down, 0u);
-  EXPECT_EQ(s.pinned_experts, 0);
 }
 
 }  // namespace
