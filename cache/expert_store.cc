@@ -4,7 +4,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace edge {
@@ -26,16 +25,6 @@ TensorView View(const ModelManifest& manifest, const MappedFile& file,
   view.shape = tensor->shape;
   view.size_bytes = tensor->size_bytes;
   return view;
-}
-
-absl::Status CheckSha256(const MappedFile& file, const std::string& expected) {
-  const std::string actual = Sha256Hex(file.data(), file.size());
-  if (actual != expected) {
-    return absl::DataLossError(absl::StrCat("checksum mismatch in ",
-                                            file.path(), ": expected ",
-                                            expected, ", got ", actual));
-  }
-  return absl::OkStatus();
 }
 
 RawExpert ViewExpert(const ModelManifest& manifest, const ExpertKey& key,
@@ -78,22 +67,17 @@ absl::StatusOr<RawExpert> ExpertStore::Load(const ExpertKey& key) const {
   }
   const FileInfo& info =
       *manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert));
-  ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> file,
-                   MappedFile::Open(manifest_->PathOf(info.path)));
-  if (file->size() != info.size_bytes) {
-    return absl::DataLossError(
-        absl::StrCat("size mismatch in ", file->path(), ": the manifest says ",
-                     info.size_bytes, " bytes, the file has ", file->size()));
-  }
   bool verified;
   {
     absl::MutexLock lock(&mu_);
     verified = verified_.count(info.path) != 0;
   }
-  if (!verified || options_.verify_every_load) {
-    // Hashing takes milliseconds, so it runs unlocked; two first loads of
-    // one file may both hash it, which is harmless.
-    RETURN_IF_ERROR(CheckSha256(*file, info.sha256));
+  // Hashing takes milliseconds, so it runs unlocked; two first loads of one
+  // file may both hash it, which is harmless.
+  const bool verify = !verified || options_.verify_every_load;
+  ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> file,
+                   manifest_->MapFile(info, verify));
+  if (verify) {
     absl::MutexLock lock(&mu_);
     verified_.insert(info.path);
   }

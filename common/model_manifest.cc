@@ -11,17 +11,13 @@
 #include "common/internal/manifest_tensors.h"
 #include "common/internal/model_config.h"
 #include "common/mapped_file.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace edge {
 namespace {
 
 namespace pb = ::edge::model::v1;
-
-template <typename... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat(args...));
-}
 
 // Three per-channel values; 0.5 each when absent (timm's ViT normalisation).
 absl::StatusOr<std::array<float, 3>> Channels(
@@ -30,13 +26,13 @@ absl::StatusOr<std::array<float, 3>> Channels(
   std::array<float, 3> out = {0.5f, 0.5f, 0.5f};
   if (values.empty()) return out;
   if (values.size() != 3) {
-    return Invalid("preprocessing.", field, " has ", values.size(),
-                   " values, expected 3");
+    return InvalidArgument("preprocessing.", field, " has ", values.size(),
+                           " values, expected 3");
   }
   for (int i = 0; i < 3; ++i) {
     const float v = values[i];
     if (!std::isfinite(v) || (must_be_positive && v <= 0)) {
-      return Invalid(
+      return InvalidArgument(
           "preprocessing.", field, "[", i, "] is ", v,
           must_be_positive ? "; it must be positive" : "; it must be finite");
     }
@@ -54,15 +50,17 @@ absl::StatusOr<std::vector<std::string>> Labels(const pb::Manifest& manifest,
       labels.push_back(absl::StrCat("class_", i));
     }
   } else if (static_cast<int>(labels.size()) != num_classes) {
-    return Invalid("labels has ", labels.size(),
-                   " entries but architecture.num_classes is ", num_classes);
+    return InvalidArgument("labels has ", labels.size(),
+                           " entries but architecture.num_classes is ",
+                           num_classes);
   }
   for (int s = 0; s < manifest.superclasses_size(); ++s) {
     for (const int c : manifest.superclasses(s).classes()) {
       if (c < 0 || c >= num_classes) {
-        return Invalid("superclasses[", s, "] (\"",
-                       manifest.superclasses(s).name(), "\") lists class ", c,
-                       ", outside [0, num_classes ", num_classes, ")");
+        return InvalidArgument("superclasses[", s, "] (\"",
+                               manifest.superclasses(s).name(),
+                               "\") lists class ", c,
+                               ", outside [0, num_classes ", num_classes, ")");
       }
     }
   }
@@ -73,17 +71,18 @@ absl::StatusOr<std::string> Precision(const pb::Manifest& manifest) {
   const std::string precision =
       manifest.has_precision() ? manifest.precision() : "float32";
   if (precision != "float32" && precision != "bf16" && precision != "int8") {
-    return Invalid("precision \"", precision,
-                   "\" must be \"float32\", \"bf16\" or \"int8\"");
+    return InvalidArgument("precision \"", precision,
+                           "\" must be \"float32\", \"bf16\" or \"int8\"");
   }
   return precision;
 }
 
 absl::Status CheckHeader(const pb::Manifest& manifest) {
   if (manifest.format_version() != 1) {
-    return Invalid("format_version must be 1, got ", manifest.format_version());
+    return InvalidArgument("format_version must be 1, got ",
+                           manifest.format_version());
   }
-  if (manifest.name().empty()) return Invalid("name is required");
+  if (manifest.name().empty()) return InvalidArgument("name is required");
   return absl::OkStatus();
 }
 
@@ -148,8 +147,8 @@ absl::StatusOr<ModelManifest> ModelManifest::Parse(
   const auto parsed =
       google::protobuf::util::JsonStringToMessage(json, &m.proto_, options);
   if (!parsed.ok()) {
-    return Invalid("manifest is not a valid edge.model.v1.Manifest: ",
-                   parsed.message().as_string());
+    return InvalidArgument("manifest is not a valid edge.model.v1.Manifest: ",
+                           parsed.message().as_string());
   }
   RETURN_IF_ERROR(CheckHeader(m.proto_));
   ASSIGN_OR_RETURN(m.config_, internal::BuildModelConfig(m.proto_));
@@ -185,6 +184,26 @@ const std::string& ModelManifest::ExpertFile(int layer, int expert) const {
 
 std::string ModelManifest::PathOf(std::string_view relative_path) const {
   return JoinPath(model_dir_, relative_path);
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> ModelManifest::MapFile(
+    const FileInfo& file, bool verify_sha256) const {
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped,
+                   MappedFile::Open(PathOf(file.path)));
+  if (mapped->size() != file.size_bytes) {
+    return absl::DataLossError(absl::StrCat(
+        "size mismatch in ", mapped->path(), ": the manifest says ",
+        file.size_bytes, " bytes, the file has ", mapped->size()));
+  }
+  if (verify_sha256) {
+    const std::string actual = Sha256Hex(mapped->data(), mapped->size());
+    if (actual != file.sha256) {
+      return absl::DataLossError(absl::StrCat("checksum mismatch in ",
+                                              mapped->path(), ": expected ",
+                                              file.sha256, ", got ", actual));
+    }
+  }
+  return mapped;
 }
 
 }  // namespace edge

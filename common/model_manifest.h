@@ -14,11 +14,13 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/mapped_file.h"
 #include "proto/model_manifest.pb.h"
 
 namespace edge {
@@ -114,6 +116,12 @@ class ModelManifest {
 
   // nullptr if absent.
   const TensorInfo* FindTensor(std::string_view name) const;
+  // Maps `file` (one of files()) read-only and checks it against the
+  // manifest: DATA_LOSS naming the path if its size differs or, with
+  // `verify_sha256`, if its SHA-256 does (hashing reads the whole file:
+  // milliseconds per MB); MappedFile::Open's error if it cannot be mapped.
+  absl::StatusOr<std::unique_ptr<MappedFile>> MapFile(const FileInfo& file,
+                                                      bool verify_sha256) const;
   const FileInfo* FindFile(std::string_view path) const;
   const std::vector<FileInfo>& files() const { return files_; }
   // The file holding every tensor of expert `expert` of block `layer`.

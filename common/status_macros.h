@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 
 #define EDGE_CONCAT_INNER_(a, b) a##b
 #define EDGE_CONCAT_(a, b) EDGE_CONCAT_INNER_(a, b)
@@ -25,5 +26,16 @@
   auto tmp = (statusor_expr);                           \
   if (!tmp.ok()) return tmp.status();                   \
   lhs = std::move(tmp).value()
+
+namespace edge {
+
+// INVALID_ARGUMENT with the pieces concatenated (absl::StrCat): the error of
+// every validating parser (manifest, model config, server config).
+template <typename... Pieces>
+absl::Status InvalidArgument(const Pieces&... pieces) {
+  return absl::InvalidArgumentError(absl::StrCat(pieces...));
+}
+
+}  // namespace edge
 
 #endif  // EDGE_COMMON_STATUS_MACROS_H_

@@ -90,33 +90,29 @@ std::string NumberText(double v) {
   return absl::StrFormat("%.17g", v);
 }
 
-template <typename... Parts>
-absl::Status Invalid(const Parts&... parts) {
-  return absl::InvalidArgumentError(absl::StrCat(parts...));
-}
-
 // The adaptive sizing fields (AdaptivePolicyOptions' rules, checked here to
 // name the fields).
 absl::Status ValidateCacheSizing(const ServerConfig& c) {
   if (c.cache_min_bytes() > 0 && c.cache_budget_bytes() == 0) {
-    return Invalid("cache_min_bytes needs a cache_budget_bytes (an unbounded ",
-                   "cache is not sized)");
+    return InvalidArgument(
+        "cache_min_bytes needs a cache_budget_bytes (an unbounded ",
+        "cache is not sized)");
   }
   if (c.cache_min_bytes() > c.cache_budget_bytes()) {
-    return Invalid("cache_min_bytes (", c.cache_min_bytes(),
-                   ") must be <= cache_budget_bytes (", c.cache_budget_bytes(),
-                   ")");
+    return InvalidArgument("cache_min_bytes (", c.cache_min_bytes(),
+                           ") must be <= cache_budget_bytes (",
+                           c.cache_budget_bytes(), ")");
   }
   if (!(c.cache_grow_below() >= 0 && c.cache_grow_below() <= 1) ||
       !(c.cache_shrink_above() >= 0 && c.cache_shrink_above() <= 1)) {
-    return Invalid("cache_grow_below and cache_shrink_above must be in [0, 1]",
-                   ", got ", c.cache_grow_below(), " and ",
-                   c.cache_shrink_above());
+    return InvalidArgument(
+        "cache_grow_below and cache_shrink_above must be in [0, 1]", ", got ",
+        c.cache_grow_below(), " and ", c.cache_shrink_above());
   }
   if (c.cache_grow_below() > c.cache_shrink_above()) {
-    return Invalid("cache_grow_below (", c.cache_grow_below(),
-                   ") must be <= cache_shrink_above (", c.cache_shrink_above(),
-                   ")");
+    return InvalidArgument("cache_grow_below (", c.cache_grow_below(),
+                           ") must be <= cache_shrink_above (",
+                           c.cache_shrink_above(), ")");
   }
   // 2^20: at a few hundred accesses a second that is most of an hour of
   // traffic, far too long to follow drift.
@@ -127,7 +123,8 @@ absl::Status ValidateCacheSizing(const ServerConfig& c) {
         {"cache_resize_interval_accesses",
          c.cache_resize_interval_accesses()}}) {
     if (value < 1 || value > kMaxWindow) {
-      return Invalid(name, " must be in [1, ", kMaxWindow, "], got ", value);
+      return InvalidArgument(name, " must be in [1, ", kMaxWindow, "], got ",
+                             value);
     }
   }
   return absl::OkStatus();
@@ -137,17 +134,18 @@ absl::Status ValidateCacheSizing(const ServerConfig& c) {
 absl::Status ValidateExpertCacheConfig(const ServerConfig& c) {
   RETURN_IF_ERROR(ValidateCacheSizing(c));
   if (c.prefetch_threads() < 0 || c.prefetch_threads() > 64) {
-    return Invalid("prefetch_threads must be in [0, 64], got ",
-                   c.prefetch_threads());
+    return InvalidArgument("prefetch_threads must be in [0, 64], got ",
+                           c.prefetch_threads());
   }
   if (c.expert_failure_policy() != "fail" &&
       c.expert_failure_policy() != "reroute") {
-    return Invalid("expert_failure_policy must be \"fail\" or \"reroute\", ",
-                   "got \"", c.expert_failure_policy(), "\"");
+    return InvalidArgument(
+        "expert_failure_policy must be \"fail\" or \"reroute\", ", "got \"",
+        c.expert_failure_policy(), "\"");
   }
   if (c.cache_profile_interval_s() < 0) {
-    return Invalid("cache_profile_interval_s must be >= 0, got ",
-                   c.cache_profile_interval_s());
+    return InvalidArgument("cache_profile_interval_s must be >= 0, got ",
+                           c.cache_profile_interval_s());
   }
   return absl::OkStatus();
 }

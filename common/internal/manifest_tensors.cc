@@ -31,11 +31,6 @@ struct RequiredTensor {
 };
 using RequiredSet = std::map<std::string, RequiredTensor>;
 
-template <typename... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat(args...));
-}
-
 void Add(RequiredSet* set, std::string name, std::vector<int64_t> shape,
          DType dtype = DType::kF32, ExpertId expert = kNotExpert) {
   (*set)[std::move(name)] = RequiredTensor{dtype, std::move(shape), expert};
@@ -126,16 +121,18 @@ absl::StatusOr<std::vector<FileInfo>> Files(const pb::Manifest& manifest) {
   for (int i = 0; i < manifest.files_size(); ++i) {
     const pb::FileEntry& file = manifest.files(i);
     if (!IsInsideDirectory(file.path())) {
-      return Invalid("files[", i, "].path \"", file.path(),
-                     "\" must be a relative path inside the model directory");
+      return InvalidArgument(
+          "files[", i, "].path \"", file.path(),
+          "\" must be a relative path inside the model directory");
     }
     if (!seen.insert(file.path()).second) {
-      return Invalid("files lists \"", file.path(), "\" twice");
+      return InvalidArgument("files lists \"", file.path(), "\" twice");
     }
     if (!IsLowercaseSha256(file.sha256())) {
-      return Invalid("files[", i, "] (\"", file.path(),
-                     "\"): sha256 must be 64 lowercase hex digits, got \"",
-                     file.sha256(), "\"");
+      return InvalidArgument(
+          "files[", i, "] (\"", file.path(),
+          "\"): sha256 must be 64 lowercase hex digits, got \"", file.sha256(),
+          "\"");
     }
     files.push_back({file.path(), file.sha256(), file.size_bytes()});
   }
@@ -146,8 +143,8 @@ absl::StatusOr<DType> ParseDType(const pb::TensorEntry& t) {
   for (const DType dtype : {DType::kF32, DType::kBF16, DType::kI8}) {
     if (t.dtype() == DTypeName(dtype)) return dtype;
   }
-  return Invalid("tensor \"", t.name(), "\": unknown dtype \"", t.dtype(),
-                 "\" (expected F32, BF16 or I8)");
+  return InvalidArgument("tensor \"", t.name(), "\": unknown dtype \"",
+                         t.dtype(), "\" (expected F32, BF16 or I8)");
 }
 
 // Dtype, shape and size against `want`.
@@ -155,24 +152,24 @@ absl::Status CheckLayout(const pb::TensorEntry& t, DType dtype,
                          const RequiredTensor& want,
                          const std::string& precision) {
   if (dtype != want.dtype) {
-    return Invalid("tensor \"", t.name(), "\": dtype ", DTypeName(dtype),
-                   ", expected ", DTypeName(want.dtype), " for precision \"",
-                   precision, "\"");
+    return InvalidArgument(
+        "tensor \"", t.name(), "\": dtype ", DTypeName(dtype), ", expected ",
+        DTypeName(want.dtype), " for precision \"", precision, "\"");
   }
   if (!std::equal(t.shape().begin(), t.shape().end(), want.shape.begin(),
                   want.shape.end())) {
-    return Invalid("tensor \"", t.name(), "\": shape [",
-                   absl::StrJoin(t.shape(), ", "), "], expected [",
-                   absl::StrJoin(want.shape, ", "), "]");
+    return InvalidArgument("tensor \"", t.name(), "\": shape [",
+                           absl::StrJoin(t.shape(), ", "), "], expected [",
+                           absl::StrJoin(want.shape, ", "), "]");
   }
   // Bounded by the kMax* limits, so the product fits.
   uint64_t elements = 1;
   for (const int64_t dim : want.shape) elements *= static_cast<uint64_t>(dim);
   const uint64_t size = elements * DTypeSize(dtype);
   if (t.size_bytes() != size) {
-    return Invalid("tensor \"", t.name(), "\": size_bytes ", t.size_bytes(),
-                   ", expected ", size, " (", elements, " x ", DTypeName(dtype),
-                   ")");
+    return InvalidArgument("tensor \"", t.name(), "\": size_bytes ",
+                           t.size_bytes(), ", expected ", size, " (", elements,
+                           " x ", DTypeName(dtype), ")");
   }
   return absl::OkStatus();
 }
@@ -182,18 +179,20 @@ absl::Status CheckPlacement(const pb::TensorEntry& t,
                             const std::map<std::string, uint64_t>& file_sizes) {
   const auto file = file_sizes.find(t.file());
   if (file == file_sizes.end()) {
-    return Invalid("tensor \"", t.name(), "\": file \"", t.file(),
-                   "\" is not listed in files");
+    return InvalidArgument("tensor \"", t.name(), "\": file \"", t.file(),
+                           "\" is not listed in files");
   }
   if (t.offset_bytes() % kTensorAlignment != 0) {
-    return Invalid("tensor \"", t.name(), "\": offset_bytes ", t.offset_bytes(),
-                   " is not a multiple of ", kTensorAlignment);
+    return InvalidArgument("tensor \"", t.name(), "\": offset_bytes ",
+                           t.offset_bytes(), " is not a multiple of ",
+                           kTensorAlignment);
   }
   if (t.offset_bytes() > file->second ||
       t.size_bytes() > file->second - t.offset_bytes()) {
-    return Invalid("tensor \"", t.name(), "\": offset_bytes ", t.offset_bytes(),
-                   " + size_bytes ", t.size_bytes(), " run past the end of \"",
-                   t.file(), "\" (size_bytes ", file->second, ")");
+    return InvalidArgument("tensor \"", t.name(), "\": offset_bytes ",
+                           t.offset_bytes(), " + size_bytes ", t.size_bytes(),
+                           " run past the end of \"", t.file(),
+                           "\" (size_bytes ", file->second, ")");
   }
   return absl::OkStatus();
 }
@@ -214,17 +213,18 @@ absl::Status GroupExperts(
     const ExpertId owner = required.at(name).expert;
     const auto [file, first] = file_owner.emplace(info.file, owner);
     if (!first && file->second != owner) {
-      return Invalid("file \"", info.file, "\" holds tensors of ",
-                     OwnerName(file->second), " and of ", OwnerName(owner),
-                     " (\"", name, "\"); an expert's file must hold that ",
-                     "expert only");
+      return InvalidArgument(
+          "file \"", info.file, "\" holds tensors of ", OwnerName(file->second),
+          " and of ", OwnerName(owner), " (\"", name,
+          "\"); an expert's file must hold that ", "expert only");
     }
     if (owner == kNotExpert) continue;
     const auto [expert, added] = expert_files->emplace(owner, info.file);
     if (!added && expert->second != info.file) {
-      return Invalid("the tensors of ", OwnerName(owner),
-                     " are split between files \"", expert->second, "\" and \"",
-                     info.file, "\"; an expert needs one file of its own");
+      return InvalidArgument("the tensors of ", OwnerName(owner),
+                             " are split between files \"", expert->second,
+                             "\" and \"", info.file,
+                             "\"; an expert needs one file of its own");
     }
   }
   return absl::OkStatus();
@@ -245,11 +245,11 @@ absl::StatusOr<TensorIndex> BuildTensorIndex(const pb::Manifest& manifest,
   for (const pb::TensorEntry& t : manifest.tensors()) {
     const auto want = required.find(t.name());
     if (want == required.end()) {
-      return Invalid("tensor \"", t.name(), "\" is not part of this ",
-                     "architecture at precision \"", precision, "\"");
+      return InvalidArgument("tensor \"", t.name(), "\" is not part of this ",
+                             "architecture at precision \"", precision, "\"");
     }
     if (index.tensors.count(t.name()) != 0) {
-      return Invalid("tensor \"", t.name(), "\" is listed twice");
+      return InvalidArgument("tensor \"", t.name(), "\" is listed twice");
     }
     ASSIGN_OR_RETURN(const DType dtype, ParseDType(t));
     RETURN_IF_ERROR(CheckLayout(t, dtype, want->second, precision));
@@ -260,8 +260,8 @@ absl::StatusOr<TensorIndex> BuildTensorIndex(const pb::Manifest& manifest,
   }
   for (const auto& [name, want] : required) {
     if (index.tensors.count(name) == 0) {
-      return Invalid("tensor \"", name,
-                     "\" is missing; the architecture requires it");
+      return InvalidArgument("tensor \"", name,
+                             "\" is missing; the architecture requires it");
     }
   }
   RETURN_IF_ERROR(GroupExperts(index.tensors, required, &index.expert_files));

@@ -14,15 +14,10 @@ namespace {
 
 namespace pb = ::edge::model::v1;
 
-template <typename... Args>
-absl::Status Invalid(const Args&... args) {
-  return absl::InvalidArgumentError(absl::StrCat(args...));
-}
-
 absl::Status CheckRange(const char* field, int value, int max) {
   if (value < 1 || value > max) {
-    return Invalid("architecture.", field, " must be in [1, ", max, "], got ",
-                   value);
+    return InvalidArgument("architecture.", field, " must be in [1, ", max,
+                           "], got ", value);
   }
   return absl::OkStatus();
 }
@@ -43,19 +38,19 @@ absl::Status CheckSizes(const pb::Architecture& a) {
     RETURN_IF_ERROR(CheckRange(size.field, size.value, size.max));
   }
   if (a.image_size() % a.patch_size() != 0) {
-    return Invalid("architecture.patch_size ", a.patch_size(),
-                   " does not divide image_size ", a.image_size());
+    return InvalidArgument("architecture.patch_size ", a.patch_size(),
+                           " does not divide image_size ", a.image_size());
   }
   if (a.dim() % a.heads() != 0) {
-    return Invalid("architecture.heads ", a.heads(), " does not divide dim ",
-                   a.dim());
+    return InvalidArgument("architecture.heads ", a.heads(),
+                           " does not divide dim ", a.dim());
   }
   const int64_t grid = a.image_size() / a.patch_size();
   const int64_t tokens = grid * grid + (a.class_token() ? 1 : 0);
   if (tokens > kMaxTokens) {
-    return Invalid("architecture: image_size ", a.image_size(),
-                   " / patch_size ", a.patch_size(), " gives ", tokens,
-                   " tokens, more than ", kMaxTokens);
+    return InvalidArgument("architecture: image_size ", a.image_size(),
+                           " / patch_size ", a.patch_size(), " gives ", tokens,
+                           " tokens, more than ", kMaxTokens);
   }
   return absl::OkStatus();
 }
@@ -66,12 +61,12 @@ absl::StatusOr<std::vector<int>> MoeLayers(const pb::MoeConfig& m, int depth) {
   std::sort(layers.begin(), layers.end());
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i] < 0 || layers[i] >= depth) {
-      return Invalid("architecture.moe.layers entry ", layers[i],
-                     " is outside [0, depth ", depth, ")");
+      return InvalidArgument("architecture.moe.layers entry ", layers[i],
+                             " is outside [0, depth ", depth, ")");
     }
     if (i > 0 && layers[i] == layers[i - 1]) {
-      return Invalid("architecture.moe.layers lists block ", layers[i],
-                     " twice");
+      return InvalidArgument("architecture.moe.layers lists block ", layers[i],
+                             " twice");
     }
   }
   return layers;
@@ -81,16 +76,16 @@ absl::Status CheckExpertCounts(const MoeSpec& moe) {
   if (moe.layers.empty()) {
     // A dense model; experts without layers is a mistake, not a default.
     if (moe.num_experts != 0 || moe.top_k != 0) {
-      return Invalid("architecture.moe.num_experts ", moe.num_experts,
-                     " and top_k ", moe.top_k,
-                     " are set but moe.layers is empty");
+      return InvalidArgument("architecture.moe.num_experts ", moe.num_experts,
+                             " and top_k ", moe.top_k,
+                             " are set but moe.layers is empty");
     }
     return absl::OkStatus();
   }
   RETURN_IF_ERROR(CheckRange("moe.num_experts", moe.num_experts, kMaxExperts));
   if (moe.top_k < 1 || moe.top_k > moe.num_experts) {
-    return Invalid("architecture.moe.top_k must be in [1, num_experts ",
-                   moe.num_experts, "], got ", moe.top_k);
+    return InvalidArgument("architecture.moe.top_k must be in [1, num_experts ",
+                           moe.num_experts, "], got ", moe.top_k);
   }
   return absl::OkStatus();
 }
@@ -103,8 +98,8 @@ absl::StatusOr<MoeSpec> BuildMoe(const pb::MoeConfig& m, int depth) {
   RETURN_IF_ERROR(CheckExpertCounts(moe));
   const std::string routing = m.has_routing() ? m.routing() : "image";
   if (routing != "image" && routing != "token") {
-    return Invalid("architecture.moe.routing \"", routing,
-                   "\" must be \"image\" or \"token\"");
+    return InvalidArgument("architecture.moe.routing \"", routing,
+                           "\" must be \"image\" or \"token\"");
   }
   moe.routing = routing == "image" ? Routing::kImage : Routing::kToken;
   if (m.has_renormalize()) moe.renormalize = m.renormalize();
@@ -112,8 +107,9 @@ absl::StatusOr<MoeSpec> BuildMoe(const pb::MoeConfig& m, int depth) {
   if (m.has_capacity_factor()) moe.capacity_factor = m.capacity_factor();
   // JSON may spell "NaN" or "Infinity" for a float field.
   if (!std::isfinite(moe.capacity_factor) || moe.capacity_factor <= 0) {
-    return Invalid("architecture.moe.capacity_factor must be positive, got ",
-                   moe.capacity_factor);
+    return InvalidArgument(
+        "architecture.moe.capacity_factor must be positive, got ",
+        moe.capacity_factor);
   }
   return moe;
 }
@@ -121,11 +117,11 @@ absl::StatusOr<MoeSpec> BuildMoe(const pb::MoeConfig& m, int depth) {
 absl::StatusOr<Pooling> BuildPooling(const pb::Architecture& a) {
   const std::string pool = a.has_global_pool() ? a.global_pool() : "avg";
   if (pool != "avg" && pool != "token") {
-    return Invalid("architecture.global_pool \"", pool,
-                   "\" must be \"avg\" or \"token\"");
+    return InvalidArgument("architecture.global_pool \"", pool,
+                           "\" must be \"avg\" or \"token\"");
   }
   if (pool == "token" && !a.class_token()) {
-    return Invalid(
+    return InvalidArgument(
         "architecture.global_pool \"token\" needs class_token: true");
   }
   return pool == "avg" ? Pooling::kAvg : Pooling::kToken;
@@ -177,7 +173,8 @@ int64_t CeilOfScaledRatio(int64_t numerator, int64_t denominator, float factor,
 namespace internal {
 
 absl::StatusOr<ModelConfig> BuildModelConfig(const pb::Manifest& manifest) {
-  if (!manifest.has_architecture()) return Invalid("architecture is required");
+  if (!manifest.has_architecture())
+    return InvalidArgument("architecture is required");
   const pb::Architecture& a = manifest.architecture();
   RETURN_IF_ERROR(CheckSizes(a));
   ModelConfig c;
@@ -190,7 +187,8 @@ absl::StatusOr<ModelConfig> BuildModelConfig(const pb::Manifest& manifest) {
   c.num_classes = a.num_classes();
   if (a.has_norm_eps()) c.norm_eps = a.norm_eps();
   if (!std::isfinite(c.norm_eps) || c.norm_eps <= 0) {
-    return Invalid("architecture.norm_eps must be positive, got ", c.norm_eps);
+    return InvalidArgument("architecture.norm_eps must be positive, got ",
+                           c.norm_eps);
   }
   c.class_token = a.class_token();
   ASSIGN_OR_RETURN(c.global_pool, BuildPooling(a));

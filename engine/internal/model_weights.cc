@@ -7,7 +7,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/mapped_file.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace edge::internal {
@@ -35,19 +34,12 @@ class TensorSource {
     auto it = files_.find(relative);
     if (it != files_.end()) return it->second.get();
     const FileInfo* info = manifest_.FindFile(relative);
-    const std::string path = manifest_.PathOf(relative);
-    ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
-    if (info == nullptr || file->size() != info->size_bytes) {
-      return absl::DataLossError(absl::StrCat(path, " has ", file->size(),
-                                              " bytes; the manifest says ",
-                                              info ? info->size_bytes : 0));
+    if (info == nullptr) {  // the manifest's parser checks this already
+      return absl::DataLossError(absl::StrCat(
+          manifest_.PathOf(relative), " is not among the manifest's files"));
     }
-    const std::string digest = Sha256Hex(file->data(), file->size());
-    if (digest != info->sha256) {
-      return absl::DataLossError(absl::StrCat("checksum mismatch in ", path,
-                                              ": expected ", info->sha256,
-                                              ", got ", digest));
-    }
+    ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file,
+                     manifest_.MapFile(*info, /*verify_sha256=*/true));
     return files_.emplace(relative, std::move(file)).first->second.get();
   }
 
