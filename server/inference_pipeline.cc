@@ -252,10 +252,26 @@ void InferencePipeline::RunBatch(std::vector<std::unique_ptr<Task>> batch) {
     } else if (!(*results)[i].status.ok()) {
       Answer(*batch[i], (*results)[i].status, {});
     } else {
-      Answer(*batch[i], absl::OkStatus(),
-             BuildResponse(*batch[i], (*results)[i], timing, n, start));
+      ClassifyResponse response =
+          BuildResponse(*batch[i], (*results)[i], timing, n, start);
+      RecordAnswerMetrics(response);
+      Answer(*batch[i], absl::OkStatus(), std::move(response));
     }
   }
+}
+
+void InferencePipeline::RecordAnswerMetrics(
+    const ClassifyResponse& response) const {
+  if (metrics_ == nullptr) return;
+  for (const auto& layer : response.experts()) {
+    for (int i = 0; i < layer.experts_size(); ++i) {
+      // Token routing counts an expert's tokens; image routing the image.
+      const uint64_t count =
+          i < layer.token_counts_size() ? layer.token_counts(i) : 1;
+      metrics_->AddExpertActivations(layer.layer(), layer.experts(i), count);
+    }
+  }
+  if (response.degraded()) metrics_->RecordDegraded();
 }
 
 ClassifyResponse InferencePipeline::BuildResponse(
@@ -273,18 +289,9 @@ ClassifyResponse InferencePipeline::BuildResponse(
       for (const ExpertChoice& choice : layer.image_choices) {
         experts->add_experts(choice.expert);
         experts->add_weights(choice.weight);
-        if (metrics_ != nullptr) {
-          metrics_->AddExpertActivations(layer.layer, choice.expert, 1);
-        }
       }
     } else {
       FillTokenExperts(layer, c.moe.top_k, experts);
-      if (metrics_ != nullptr) {
-        for (int i = 0; i < experts->experts_size(); ++i) {
-          metrics_->AddExpertActivations(layer.layer, experts->experts(i),
-                                         experts->token_counts(i));
-        }
-      }
     }
   }
   if (r.return_logits()) {
@@ -293,7 +300,6 @@ ClassifyResponse InferencePipeline::BuildResponse(
   if (result.degraded) {
     out.set_degraded(true);
     out.set_degraded_reason(result.degraded_reason);
-    if (metrics_ != nullptr) metrics_->RecordDegraded();
   }
   auto* t = out.mutable_timing();
   t->set_queue_us(batch_start_us - task.admitted_us);

@@ -91,6 +91,8 @@ class InferencePipeline {
                                               const RunTiming& timing,
                                               int batch_size,
                                               int64_t batch_start_us) const;
+  // Expert activations and degraded answers of an answer about to be sent.
+  void RecordAnswerMetrics(const gateway::v1::ClassifyResponse& response) const;
 
   VmoeEngine* const engine_;
   const ImageDecoder* const decoder_;
