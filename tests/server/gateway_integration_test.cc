@@ -11,6 +11,8 @@
 #include <map>
 #include <random>
 #include <regex>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "engine/vmoe_engine.h"
@@ -264,6 +266,18 @@ TEST_F(GatewayTest, BadInputIsInvalidArgumentAndServingGoesOn) {
   EXPECT_GT(got["good"].top_size(), 0);
 }
 
+// Sum of every series of counter `name` in the text format.
+double SumOfSeries(const std::string& text, const std::string& name) {
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + "{", 0) == 0) {
+      sum += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  return sum;
+}
+
 TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   const std::string before = Metrics();
@@ -274,6 +288,11 @@ TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
   r.set_encoded(EncodePng(RandomRgb(40, 40, 3), 40, 40));
   ClassifyResponse out;
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Classify(r, &out).ok());
+  int experts_per_answer = 0;  // image routing: one activation per choice
+  for (const auto& layer : out.experts()) {
+    experts_per_answer += layer.experts_size();
+  }
+  ASSERT_GT(experts_per_answer, 0);
   r.set_encoded("junk");
   EXPECT_FALSE(Classify(r, &out).ok());
   const std::string after = Metrics();
@@ -285,6 +304,9 @@ TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
   EXPECT_EQ(MetricValue(after, "edge_gateway_requests_total", key) - ok_before,
             4);
   EXPECT_GT(MetricValue(after, "edge_gateway_expert_cache_loads_total"), 0);
+  const std::string activations = "edge_gateway_expert_activations_total";
+  EXPECT_EQ(SumOfSeries(after, activations) - SumOfSeries(before, activations),
+            3 * experts_per_answer);
   EXPECT_GT(MetricValue(after, "process_resident_memory_bytes"), 0);
   std::string promtool;
   EXPECT_EQ(
