@@ -23,7 +23,7 @@ TEST(ServerConfigTest, DefaultsComeFromTheSchema) {
   EXPECT_EQ(c.metrics_address(), "127.0.0.1:9464");
   EXPECT_EQ(c.max_batch_size(), 16);
   EXPECT_EQ(c.max_queue_delay_us(), 0);
-  EXPECT_EQ(c.max_queue_size(), 256);
+  EXPECT_EQ(c.max_queue_size(), 64);
   EXPECT_EQ(c.max_image_bytes(), 16u << 20);
   EXPECT_EQ(c.model_dir(), "");
 }
@@ -41,7 +41,7 @@ TEST(ServerConfigTest, FileOverridesOnlyWhatItNamesIncludingZeros) {
   EXPECT_EQ(c.max_queue_delay_us(), 500);
   EXPECT_EQ(c.max_batch_size(), 8);           // lowerCamelCase works too.
   EXPECT_EQ(c.max_image_bytes(), 16777217u);  // exact, not rounded.
-  EXPECT_EQ(c.max_queue_size(), 256);         // untouched.
+  EXPECT_EQ(c.max_queue_size(), 64);          // untouched.
 }
 
 TEST(ServerConfigTest, FileErrorsNameTheFieldOrProblem) {
