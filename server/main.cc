@@ -166,8 +166,9 @@ void FinishCacheRecording(UsageProfileRecorder* recorder,
 
 // After max_connection_age_ms the server sends GOAWAY; calls still running
 // get this long to finish before the connection closes. 10 s covers a full
-// queue of batches (256 requests at ~150 ms per batch of 16 is ~2.4 s) with
-// room to spare; long-lived streams are cut and reopened by the client.
+// queue of batches (64 requests at ~110 ms per batch of 16 is ~0.5 s; a
+// queue raised to 1024 would need ~7 s) with room to spare; long-lived
+// streams are cut and must be reopened by the client.
 constexpr int kMaxConnectionAgeGraceMs = 10000;
 
 int Serve(const ServerConfig& config) {
