@@ -10,7 +10,7 @@
 namespace edge {
 namespace {
 
-constexpr int kRankings = 2;
+constexpr int kRankings = 3;
 constexpr int kSizes = 3;  // capacity - step, capacity, capacity + step
 constexpr int kSmaller = 0, kCurrent = 1, kLarger = 2;
 
@@ -19,8 +19,9 @@ int ShadowIndex(AdaptivePolicy::Ranking ranking, int size) {
 }
 
 // Bit 0 of a window entry is the real cache's hit; bit 1 + s shadow s's.
-constexpr uint8_t kRealBit = 1;
-uint8_t ShadowBit(int shadow) { return static_cast<uint8_t>(2u << shadow); }
+constexpr uint16_t kRealBit = 1;
+uint16_t ShadowBit(int shadow) { return static_cast<uint16_t>(2u << shadow); }
+static_assert(1 + kRankings * kSizes <= 16, "window bits must fit");
 
 // Weight of one new reuse distance in the learned first-reuse prior; 0.1
 // averages over the last ~10 new experts.
@@ -128,7 +129,7 @@ void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
                                   bool hit) {
   if (passes_.count(key.layer) == 0) AddLayer(key.layer);
   NoteBytes(key, bytes);
-  uint8_t bits = hit ? kRealBit : 0;
+  uint16_t bits = hit ? kRealBit : 0;
   for (size_t s = 0; s < shadows_.size(); ++s) {
     if (shadows_[s]->Access(key, bytes)) bits |= ShadowBit(s);
   }
@@ -161,6 +162,7 @@ void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
       }
     }
   }
+  stats.frequency = DecayedFrequency(stats) + 1;
   stats.last_pass = pass;
   stats.last_access = accesses_++;
   const auto announced = announced_.find(key);
@@ -176,17 +178,27 @@ void AdaptivePolicy::RecordAccess(const ExpertKey& key, uint64_t bytes,
     return std::make_pair(WindowHits(ShadowIndex(r, kCurrent)),
                           WindowHits(ShadowIndex(r, kLarger)));
   };
-  const auto lru = score(Ranking::kLru), reuse = score(Ranking::kReuse);
   const int margin = static_cast<int>(kLeaderMargin * window_.size());
   const auto ahead = [margin](std::pair<int, int> a, std::pair<int, int> b) {
     return a.first > b.first + margin ||
            (a.first == b.first && a.second > b.second + margin);
   };
-  if (leader_ == Ranking::kReuse && ahead(lru, reuse)) {
-    leader_ = Ranking::kLru;
-  } else if (leader_ == Ranking::kLru && ahead(reuse, lru)) {
-    leader_ = Ranking::kReuse;
+  // The best ranking that leads the current leader by the margin, if any.
+  Ranking next = leader_;
+  for (int r = 0; r < kRankings; ++r) {
+    const Ranking candidate = static_cast<Ranking>(r);
+    if (ahead(score(candidate), score(leader_)) &&
+        (next == leader_ || score(candidate) > score(next))) {
+      next = candidate;
+    }
   }
+  leader_ = next;
+}
+
+double AdaptivePolicy::DecayedFrequency(const KeyStats& stats) const {
+  const double age = static_cast<double>(accesses_ - stats.last_access);
+  return stats.frequency *
+         std::exp2(-age / options_.frequency_half_life_accesses);
 }
 
 void AdaptivePolicy::NoteResident(const ExpertKey& key, uint64_t bytes) {
@@ -205,6 +217,11 @@ std::pair<double, int64_t> AdaptivePolicy::EvictionRank(
   if (IsAnnounced(key)) return {kKeep, 0};
   if (ranking == Ranking::kLru)
     return {-static_cast<double>(stats.last_access), 0};
+  if (ranking == Ranking::kFrequency) {
+    // Fewest (decayed) accesses first; ties to the most recently used, which
+    // keeps a stable subset of equally popular experts.
+    return {-DecayedFrequency(stats), stats.last_access};
+  }
 
   // Passes of its layer until the expert is predicted to be needed again.
   const double age =
@@ -265,10 +282,12 @@ std::optional<ResizeEvent> AdaptivePolicy::MaybeResize() {
   // What a resize would buy or cost with the better ranking at each size
   // (the leader follows within a window).
   const auto best = [this](int size) {
-    return std::max(WindowHits(ShadowIndex(Ranking::kLru, size)),
-                    options_.adaptive_ranking
-                        ? WindowHits(ShadowIndex(Ranking::kReuse, size))
-                        : 0);
+    int hits = WindowHits(ShadowIndex(Ranking::kLru, size));
+    if (!options_.adaptive_ranking) return hits;
+    for (Ranking r : {Ranking::kReuse, Ranking::kFrequency}) {
+      hits = std::max(hits, WindowHits(ShadowIndex(r, size)));
+    }
+    return hits;
   };
   const double gain = (best(kLarger) - best(kCurrent)) / sample;
   const double loss = (best(kCurrent) - best(kSmaller)) / sample;
@@ -348,7 +367,7 @@ void AdaptivePolicy::RebuildShadows() {
       shadows_[ShadowIndex(static_cast<Ranking>(r), s)] = std::move(rebuilt[s]);
     }
   }
-  for (uint8_t& bits : window_) bits &= kRealBit;
+  for (uint16_t& bits : window_) bits &= kRealBit;
   std::fill(window_hits_.begin() + 1, window_hits_.end(), 0);
 }
 

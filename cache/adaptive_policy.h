@@ -7,8 +7,9 @@
 // a loop larger than the cache and LRU evicts exactly the expert needed
 // next (hit rate ~0). With image routing and cameras that keep looking at
 // the same scene the stream has strong recency instead, which LRU handles
-// well. This policy therefore runs two rankings and follows whichever has
-// been scoring better:
+// well. And where a few experts are simply more popular than the rest (the
+// gateway's own token-routed traces), frequency wins. This policy therefore
+// runs three rankings and follows whichever has been scoring best:
 //
 //   - LRU: evict the least recently used expert.
 //   - Reuse prediction (an online approximation of Belady's MIN): for each
@@ -19,6 +20,12 @@
 //     batch ranks before one of a layer that just ran, and evict the one
 //     needed last. On a loop this keeps a stable subset (like MIN); on a
 //     popularity-skewed stream it approximates LFU.
+//   - Frequency: evict the expert with the fewest accesses, counted with
+//     exponential decay (half-life `frequency_half_life_accesses`) so that
+//     popularity drift is followed; ties go to the most recently used. A
+//     newcomer counts 1 and is the next victim unless it comes back: the
+//     admission filter of TinyLFU, without its sketch (a few hundred keys
+//     are counted exactly).
 //
 // Both rankings protect experts announced for the pass in progress
 // (BeginPass: the router's decision is known before the experts run) and
@@ -97,6 +104,10 @@ struct AdaptivePolicyOptions {
   bool adaptive_ranking = true;
   // Weight of the newest reuse distance in an expert's smoothed distance.
   double reuse_smoothing = 0.5;
+  // Half-life of the frequency ranking's access counts. 4096 accesses is
+  // 8 windows: long enough that a popular expert outlives a burst of
+  // newcomers, short enough to follow drift over a few hundred batches.
+  int frequency_half_life_accesses = 4096;
 };
 
 struct ResizeEvent {
@@ -109,7 +120,7 @@ struct ResizeEvent {
 
 class AdaptivePolicy {
  public:
-  enum class Ranking { kLru, kReuse };
+  enum class Ranking { kLru, kReuse, kFrequency };
 
   // REQUIRES: options.max_bytes > 0, min_bytes <= max_bytes,
   // grow_below <= shrink_above.
@@ -147,11 +158,14 @@ class AdaptivePolicy {
     int64_t last_pass = 0;     // pass number (of its layer) last accessed.
     int64_t last_access = 0;   // global access index, for LRU order.
     double reuse_passes = -1;  // smoothed reuse distance; < 0: unknown.
+    double frequency = 0;      // decayed access count as of last_access.
   };
 
   // Lower is evicted later. Lexicographic: (predicted steps, recency).
   std::pair<double, int64_t> EvictionRank(Ranking ranking,
                                           const ExpertKey& key) const;
+  // stats.frequency decayed to now.
+  double DecayedFrequency(const KeyStats& stats) const;
   void AddLayer(int layer);
   void NoteBytes(const ExpertKey& key, uint64_t bytes);
   void RebuildShadows();
@@ -178,7 +192,7 @@ class AdaptivePolicy {
   int grow_streak_ = 0;  // consecutive growths, for the step doubling
   // Per access in the window: bit 0 the real cache's hit, bit 1 + s
   // shadow s's hit. Shadows: [ranking][size], size 0/1/2 = -step/0/+step.
-  std::deque<uint8_t> window_;
+  std::deque<uint16_t> window_;
   std::vector<int> window_hits_;  // per bit
   std::vector<std::unique_ptr<Shadow>> shadows_;
 };
