@@ -74,9 +74,10 @@ def synthetic_traces(args, build, out_dir):
     return traces
 
 
-def simulate(build, out_dir, name, path, budgets, plots):
+def simulate(build, out_dir, name, path, budgets, plots, min_fraction):
     report = out_dir / f"{name}.json"
-    flags = ["--trace", path, "--budget", budgets, "--json_out", report]
+    flags = ["--trace", path, "--budget", budgets, "--json_out", report,
+             "--adaptive_min_fraction", str(min_fraction)]
     if plots:
         flags += ["--plot", out_dir / f"{name}.png"]
     run([build / "cache" / "cache_sim"] + flags)
@@ -117,6 +118,10 @@ def main():
     parser.add_argument("--plots", action="store_true",
                         help="draw each trace's hit rate against budget")
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--min_fraction", type=float, default=0.25,
+                        help="the adaptive cache's min_bytes as a fraction "
+                             "of the budget (1: sizing off, the gateway's "
+                             "default)")
     args = parser.parse_args()
     build, out_dir = Path(args.build), Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +138,8 @@ def main():
              "up/down | meets |",
              "| --- " * 11 + "|"]
     for name, path in traces:
-        report = simulate(build, out_dir, name, path, args.budgets, args.plots)
+        report = simulate(build, out_dir, name, path, args.budgets, args.plots,
+                          args.min_fraction)
         lines += rows_of(name, report)
     table = "\n".join(lines) + "\n"
     print(table, end="")
