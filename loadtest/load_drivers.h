@@ -27,11 +27,11 @@
 #include <string>
 #include <vector>
 
+#include "common/scene_picker.h"
 #include "grpcpp/grpcpp.h"
 #include "loadtest/frame_set.h"
 #include "loadtest/load_options.h"
 #include "loadtest/request_log.h"
-#include "common/scene_picker.h"
 
 namespace edge::loadtest {
 
@@ -53,6 +53,9 @@ struct DriverResult {
   std::vector<RequestRecord> records;  // Every request sent, all clients.
   // Streams that ended with a non-OK status, by code name (stream mode).
   std::map<std::string, int64_t> stream_failures;
+  // Streams the server ended UNAVAILABLE (e.g. max_connection_age's GOAWAY
+  // and grace) that were reopened, their unanswered frames sent again.
+  int64_t streams_reopened = 0;
   int64_t unexpected_answers = 0;  // Unknown or repeated request ids.
   int64_t send_end_ns = 0;         // When the last client stopped sending.
   int64_t max_send_lag_ns = 0;     // Stream: worst write start - due time.

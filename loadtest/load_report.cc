@@ -49,6 +49,7 @@ void CountOutcomes(const DriverResult& driver, LoadReport* report) {
     }
   }
   report->stream_failures = driver.stream_failures;
+  report->streams_reopened = driver.streams_reopened;
   report->unexpected_answers = driver.unexpected_answers;
 }
 

@@ -61,6 +61,7 @@ struct LoadReport {
   int64_t unanswered = 0;
   std::map<std::string, int64_t> errors_by_code;
   std::map<std::string, int64_t> stream_failures;
+  int64_t streams_reopened = 0;  // see DriverResult
   int64_t unexpected_answers = 0;
 
   // Measured window.

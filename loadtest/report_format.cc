@@ -102,10 +102,12 @@ std::string FormatReportTable(const LoadReport& r) {
       r.mode, r.clients, r.mode == "stream" ? "cameras" : "clients", r.model,
       r.scenes, r.mean_frame_bytes / 1024, "requests", r.sent, r.answered_ok,
       r.answered_error, r.unanswered, "errors", Counts(r.errors_by_code));
-  if (!r.stream_failures.empty() || r.unexpected_answers > 0) {
-    absl::StrAppendFormat(&table, "  %-14s %s; unexpected answers %d\n",
+  if (!r.stream_failures.empty() || r.unexpected_answers > 0 ||
+      r.streams_reopened > 0) {
+    absl::StrAppendFormat(&table,
+                          "  %-14s %s; reopened %d; unexpected answers %d\n",
                           "stream ends", Counts(r.stream_failures),
-                          r.unexpected_answers);
+                          r.streams_reopened, r.unexpected_answers);
   }
   absl::StrAppendFormat(
       &table,
@@ -146,6 +148,7 @@ std::string FormatReportJson(const LoadTestOptions& options,
       ",\"unanswered\":", r.unanswered,
       ",\"errors_by_code\":", JsonCounts(r.errors_by_code),
       ",\"stream_failures\":", JsonCounts(r.stream_failures),
+      ",\"streams_reopened\":", r.streams_reopened,
       ",\"unexpected_answers\":", r.unexpected_answers,
       ",\"window_start_s\":", JsonNumber(r.window_start_s),
       ",\"window_end_s\":", JsonNumber(r.window_end_s),

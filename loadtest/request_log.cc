@@ -35,6 +35,22 @@ void ClientLog::Withdraw(int64_t index) {
   withdrawn_[index] = true;
 }
 
+std::vector<int64_t> ClientLog::InFlight() {
+  absl::MutexLock lock(&mu_);
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < records_.size(); ++i) {
+    if (!withdrawn_[i] && !records_[i].answered()) {
+      out.push_back(static_cast<int64_t>(i));
+    }
+  }
+  return out;
+}
+
+int32_t ClientLog::Scene(int64_t index) {
+  absl::MutexLock lock(&mu_);
+  return records_.at(static_cast<size_t>(index)).scene;
+}
+
 bool ClientLog::Answer(int64_t index, int64_t answered_ns, int code,
                        const gateway::v1::ClassifyResponse* response) {
   absl::MutexLock lock(&mu_);

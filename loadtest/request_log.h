@@ -54,6 +54,11 @@ class ClientLog {
   // is no such request in flight (an unknown or repeated request id).
   bool Answer(int64_t index, int64_t answered_ns, int code,
               const gateway::v1::ClassifyResponse* response);
+  // Indices of the requests sent and neither answered nor withdrawn, in
+  // send order (what a broken stream left without an answer).
+  std::vector<int64_t> InFlight();
+  // The scene of request `index`. REQUIRES: a valid index.
+  int32_t Scene(int64_t index);
   // Every sent request's record, in send order. Call once, at the end.
   std::vector<RequestRecord> TakeRecords();
 

@@ -4,9 +4,9 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "common/random.h"
 #include "loadtest/gateway_connection.h"
 #include "loadtest/load_drivers.h"
-#include "common/random.h"
 #include "proto/gateway.grpc.pb.h"
 
 namespace edge::loadtest {
@@ -17,8 +17,14 @@ using gateway::v1::ClassifyResponse;
 using Stream = grpc::ClientReaderWriter<ClassifyRequest, ClassifyResponse>;
 
 // One camera's stream. Run() is called once, on the camera's thread; the
-// reader thread it starts shares only log_ (thread-safe) and the counter
-// it alone writes until it is joined.
+// reader thread of each stream it opens shares only log_ (thread-safe) and
+// the counter it alone writes until it is joined.
+//
+// A stream the server ends UNAVAILABLE while frames are due or unanswered
+// (max_connection_age_ms: GOAWAY, then the stream is cancelled after its
+// grace) is reopened, as a camera would: the unanswered frames are sent
+// again on the new stream (their latency still runs from their due time)
+// and the schedule continues. Other ends are reported as stream failures.
 class CameraSession {
  public:
   CameraSession(const LoadContext& context, int camera)
@@ -30,15 +36,21 @@ class CameraSession {
   ClientLog& log() { return log_; }
   const std::string& failure() const { return failure_; }
   int64_t unexpected_answers() const { return unexpected_; }
+  int64_t reopened() const { return reopened_; }
   int64_t send_end_ns() const { return send_end_ns_; }
   int64_t max_send_lag_ns() const { return max_send_lag_ns_; }
 
  private:
-  void SendFrames(Stream& stream);
+  // Sends the schedule's frames from *next on; false if the stream broke
+  // (*next is then the frame that could not be sent).
+  bool SendFrames(Stream& stream, int64_t* next, std::mt19937_64& rng);
   // Sends the frame due at `due` (sleeping until then); false if the
-  // stream is broken.
+  // stream is broken (the frame is then withdrawn from the log).
   bool SendFrame(Stream& stream, Clock::time_point due, std::mt19937_64& rng);
+  // Sends again the frames logged but unanswered; false if the stream broke.
+  bool Resend(Stream& stream);
   void ReadAnswers(Stream& stream);
+  Clock::time_point ScheduleEnd() const;
 
   const LoadContext& context_;
   const int camera_;
@@ -47,7 +59,13 @@ class CameraSession {
   int64_t unexpected_ = 0;  // Written by the reader thread only.
   int64_t send_end_ns_ = 0;
   int64_t max_send_lag_ns_ = 0;
+  int64_t reopened_ = 0;
+  std::chrono::duration<double> phase_{0};  // first frame's offset
 };
+
+// Reopening stops after this many streams: a server that keeps ending
+// streams at once is failing, not rotating connections.
+constexpr int kMaxReopens = 100;
 
 void CameraSession::Run() {
   const LoadTestOptions& options = *context_.options;
@@ -56,47 +74,76 @@ void CameraSession::Run() {
   const auto budget = std::chrono::duration<double>(options.duration_s) +
                       std::chrono::milliseconds(options.timeout_ms) +
                       std::chrono::seconds(1);
-  grpc::ClientContext call;
-  call.set_deadline(
-      std::chrono::system_clock::now() +
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          budget - (Clock::now() - context_.start)));
+  const Clock::time_point deadline =
+      context_.start + std::chrono::duration_cast<Clock::duration>(budget);
   auto stub =
       gateway::v1::InferenceGateway::NewStub(context_.channels[camera_]);
-  std::unique_ptr<Stream> stream = stub->ClassifyStream(&call);
-  std::thread reader([this, &stream] { ReadAnswers(*stream); });
-  SendFrames(*stream);
-  reader.join();
-  const grpc::Status status = stream->Finish();
-  if (!status.ok()) failure_ = StatusCodeName(status.error_code());
+  std::mt19937_64 rng = MakeClientRng(options.seed, camera_);
+  phase_ = std::chrono::duration<double>(1 / options.fps) * UnitInterval(rng);
+  int64_t next = 0;
+  for (int stream_number = 0;; ++stream_number) {
+    grpc::ClientContext call;
+    call.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            deadline - Clock::now()));
+    std::unique_ptr<Stream> stream = stub->ClassifyStream(&call);
+    std::thread reader([this, &stream] { ReadAnswers(*stream); });
+    const bool sent_all = Resend(*stream) && SendFrames(*stream, &next, rng);
+    stream->WritesDone();
+    reader.join();
+    const grpc::Status status = stream->Finish();
+    const bool unfinished = !sent_all || !log_.InFlight().empty();
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && unfinished &&
+        Clock::now() < deadline && stream_number < kMaxReopens) {
+      ++reopened_;
+      // A pause, so that a server refusing every stream (shutting down) is
+      // not hammered; frames due meanwhile go out late, their latency
+      // counting from their due time.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (!status.ok()) failure_ = StatusCodeName(status.error_code());
+    break;
+  }
 }
 
-void CameraSession::SendFrames(Stream& stream) {
-  const LoadTestOptions& options = *context_.options;
-  std::mt19937_64 rng = MakeClientRng(options.seed, camera_);
-  const std::chrono::duration<double> period(1 / options.fps);
-  const auto phase = period * UnitInterval(rng);
-  const Clock::time_point end =
-      context_.start + std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double>(options.duration_s));
-  bool stopped_early = false;  // By --max_requests or a broken stream.
-  for (int64_t i = 0;; ++i) {
-    const Clock::time_point due =
-        context_.start +
-        std::chrono::duration_cast<Clock::duration>(phase + period * i);
-    if (due >= end) break;
-    if (!context_.budget->TryTake() || !SendFrame(stream, due, rng)) {
-      stopped_early = true;
-      break;
+Clock::time_point CameraSession::ScheduleEnd() const {
+  return context_.start +
+         std::chrono::duration_cast<Clock::duration>(
+             std::chrono::duration<double>(context_.options->duration_s));
+}
+
+bool CameraSession::Resend(Stream& stream) {
+  for (int64_t index : log_.InFlight()) {
+    if (!stream.Write(
+            MakeRequest(context_, camera_, log_.Scene(index), index))) {
+      return false;
     }
   }
-  // A schedule that ran out ends sending at `end` (not at the last frame,
-  // up to a period earlier), so the measured window is the same for every
-  // frame rate.
-  const Clock::time_point now = Clock::now();
-  send_end_ns_ =
-      SinceStartNs(context_, stopped_early ? now : std::max(now, end));
-  stream.WritesDone();
+  return true;
+}
+
+bool CameraSession::SendFrames(Stream& stream, int64_t* next,
+                               std::mt19937_64& rng) {
+  const std::chrono::duration<double> period(1 / context_.options->fps);
+  const Clock::time_point end = ScheduleEnd();
+  for (;; ++*next) {
+    const Clock::time_point due =
+        context_.start +
+        std::chrono::duration_cast<Clock::duration>(phase_ + period * *next);
+    bool ok = true;
+    if (due >= end || !context_.budget->TryTake() ||
+        !(ok = SendFrame(stream, due, rng))) {
+      // A schedule that ran out ends sending at its end (not at the last
+      // frame, up to a period earlier), so the measured window is the same
+      // for every frame rate; a reopened stream overwrites this.
+      const Clock::time_point now = Clock::now();
+      send_end_ns_ =
+          SinceStartNs(context_, due >= end ? std::max(now, end) : now);
+      return ok;
+    }
+  }
 }
 
 bool CameraSession::SendFrame(Stream& stream, Clock::time_point due,
@@ -152,6 +199,7 @@ DriverResult RunStreamDriver(const LoadContext& context) {
       ++result.stream_failures[session->failure()];
     }
     result.unexpected_answers += session->unexpected_answers();
+    result.streams_reopened += session->reopened();
     result.send_end_ns = std::max(result.send_end_ns, session->send_end_ns());
     result.max_send_lag_ns =
         std::max(result.max_send_lag_ns, session->max_send_lag_ns());

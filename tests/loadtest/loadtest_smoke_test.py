@@ -13,7 +13,10 @@ Starts edge_gateway on 127.0.0.1 with ports 0 (both ports are read from its
     every request (answered > 0, unanswered == 0, sent = OK + errors +
     unanswered) and carry the server's counters;
   - the per-second CSV and, if gnuplot is installed, both PNG plots exist;
-  - SIGTERM stops the gateway with exit status 0.
+  - SIGTERM stops the gateway with exit status 0;
+  - against a second gateway whose connections age out after 1 s (GOAWAY,
+    streams cancelled 10 s later), a 13 s stream run reopens each camera's
+    stream, sends its unanswered frames again and leaves none unanswered.
 Standard library only; exits non-zero with a message on the first failure.
 """
 
@@ -41,12 +44,12 @@ def check(condition, message):
         fail(message)
 
 
-def start_gateway(binary, model_dir, log_path):
+def start_gateway(binary, model_dir, log_path, extra=()):
     """Starts the gateway; returns (process, grpc_port, metrics_port)."""
     log = open(log_path, "w")
     process = subprocess.Popen(
         [binary, "--model_dir", model_dir, "--listen_address", "127.0.0.1:0",
-         "--metrics_address", "127.0.0.1:0"],
+         "--metrics_address", "127.0.0.1:0", *extra],
         stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -126,6 +129,37 @@ def run_mode(binary, work, port, metrics_port, label, mode_args, seconds):
     return report
 
 
+def stop_gateway(gateway):
+    gateway.send_signal(signal.SIGTERM)
+    try:
+        return gateway.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        gateway.kill()
+        fail("gateway did not stop within 15 s of SIGTERM")
+
+
+def check_streams_reopen(flags, work):
+    """Connections that age out end long streams; the loadtest reopens."""
+    gateway, port, metrics_port = start_gateway(
+        flags.gateway, flags.model_dir, work / "gateway-age.log",
+        ["--max_connection_age_ms", "1000"])
+    try:
+        json_path = work / "reopen.json"
+        result = run_loadtest(flags.loadtest, [
+            "--mode", "stream", "--cameras", "2", "--fps", "5",
+            "--duration_s", "13", "--warmup_s", "1",
+            "--target", f"127.0.0.1:{port}", "--metrics_port",
+            str(metrics_port), "--json_out", str(json_path)], timeout_s=40)
+    finally:
+        stop_gateway(gateway)
+    check(result.returncode == 0, f"reopen: exit {result.returncode}, want 0")
+    report = check_report(json_path, "reopen")
+    check(report["streams_reopened"] >= 2,
+          f"reopen: {report['streams_reopened']} streams reopened, want >= 2")
+    check(not report["stream_failures"],
+          f"reopen: stream failures {report['stream_failures']}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     for name in ("gateway", "loadtest", "model_dir", "work_dir"):
@@ -148,13 +182,9 @@ def main():
         run_mode(flags.loadtest, work, port, metrics_port, "unary",
                  ["--mode", "unary", "--concurrency", "8"], 2)
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            code = gateway.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
-            fail("gateway did not stop within 15 s of SIGTERM")
+        code = stop_gateway(gateway)
     check(code == 0, f"gateway exited {code} after SIGTERM, want 0")
+    check_streams_reopen(flags, work)
     print("PASS")
 
 
