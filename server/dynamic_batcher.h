@@ -46,7 +46,7 @@
 namespace edge {
 
 struct DynamicBatcherOptions {
-  int max_batch_size = 16;            // ServerConfig's default.
+  int max_batch_size = 16;         // ServerConfig's default.
   int64_t max_queue_delay_us = 0;  // ServerConfig's default.
   // Microseconds on a monotonic clock; injectable for tests.
   std::function<int64_t()> now_us = [] {
