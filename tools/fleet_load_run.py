@@ -11,7 +11,9 @@ through gRPC against the engine alone, on the same model and machine.
 
 Prints both ratios and whether they meet the targets (gateway >= 80% of the
 engine at the same batch size; P99 at half load <= 2x the batch-1 time) and
-writes everything as JSON with --json_out.
+writes everything as JSON with --json_out. P99 over a 20 s window of a few
+dozen frames per second is noisy, so --half_load_runs repeats the half-load
+run and judges the median P99.
 
   /usr/bin/python3 tools/fleet_load_run.py --model_dir models/vmoe-tiny-224-random
 """
@@ -59,6 +61,7 @@ def main():
     p.add_argument("--duration_s", type=int, default=25)
     p.add_argument("--warmup_s", type=int, default=5)
     p.add_argument("--engine_seconds", type=float, default=8)
+    p.add_argument("--half_load_runs", type=int, default=1)
     p.add_argument("--gateway_flag", action="append", default=[],
                    help="extra gateway flag (repeatable), e.g. "
                         "--gateway_flag=--max_queue_delay_us=2000")
@@ -74,7 +77,8 @@ def main():
             saturated = loadtest(args, port, mport, args.saturation_fps)
             served = saturated["throughput_ok_per_s"]
             half_fps = served / 2 / args.cameras
-            half = loadtest(args, port, mport, half_fps)
+            halves = [loadtest(args, port, mport, half_fps)
+                      for _ in range(args.half_load_runs)]
         finally:
             dt.stop_process(proc)
     batch = max(1, round(saturated["server"]["mean_batch_size"]))
@@ -83,7 +87,10 @@ def main():
 
     gateway_ratio = served / engine_at_batch["images_per_s"]
     b1_ms = engine_b1["ms_per_batch_mean"]
-    p99_ratio = half["latency_ms"]["p99"] / b1_ms
+    p99s = sorted(h["latency_ms"]["p99"] for h in halves)
+    median_p99 = p99s[len(p99s) // 2]
+    half = next(h for h in halves if h["latency_ms"]["p99"] == median_p99)
+    p99_ratio = median_p99 / b1_ms
     out = {
         "cameras": args.cameras, "gateway_flags": args.gateway_flag,
         "saturated": {"offered_per_s": args.cameras * args.saturation_fps,
@@ -94,14 +101,17 @@ def main():
         "half_load": {"fps_per_camera": half_fps,
                       "served_per_s": half["throughput_ok_per_s"],
                       "mean_batch": half["server"]["mean_batch_size"],
-                      "latency_ms": half["latency_ms"]},
+                      "latency_ms": half["latency_ms"],
+                      "p99_ms_of_each_run": [h["latency_ms"]["p99"]
+                                             for h in halves]},
         "gateway_over_engine": gateway_ratio,
         "half_load_p99_over_batch1_ms": p99_ratio}
     print(f"saturated: {served:.1f} frames/s at batch {batch}; engine alone "
           f"{engine_at_batch['images_per_s']:.1f} images/s: "
           f"{gateway_ratio:.2f} (target >= 0.80: "
           f"{'met' if gateway_ratio >= 0.8 else 'not met'})")
-    print(f"half load ({half['throughput_ok_per_s']:.1f} frames/s): P99 "
+    print(f"half load ({half['throughput_ok_per_s']:.1f} frames/s, median of "
+          f"{len(halves)} runs): P99 "
           f"{half['latency_ms']['p99']:.1f} ms, P50 "
           f"{half['latency_ms']['p50']:.1f} ms; batch-1 compute {b1_ms:.2f} "
           f"ms: {p99_ratio:.2f}x (target <= 2: "
