@@ -65,8 +65,7 @@ absl::StatusOr<RawExpert> ExpertStore::Load(const ExpertKey& key) const {
     return absl::InvalidArgumentError(absl::StrCat(
         "model \"", manifest_->name(), "\" has no ", key.ToString()));
   }
-  const FileInfo& info =
-      *manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert));
+  const FileInfo& info = ExpertFileInfo(key);
   bool verified;
   {
     absl::MutexLock lock(&mu_);
@@ -86,14 +85,17 @@ absl::StatusOr<RawExpert> ExpertStore::Load(const ExpertKey& key) const {
 
 void ExpertStore::ReadAhead(const ExpertKey& key) const {
   if (!NamesExpert(manifest_->config(), key)) return;
-  MappedFile::ReadAhead(manifest_->PathOf(
-      manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert))->path));
+  MappedFile::ReadAhead(manifest_->PathOf(ExpertFileInfo(key).path));
 }
 
 uint64_t ExpertStore::FileBytes(const ExpertKey& key) const {
   if (!NamesExpert(manifest_->config(), key)) return 0;
-  return manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert))
-      ->size_bytes;
+  return ExpertFileInfo(key).size_bytes;
+}
+
+// The manifest's parser checked that every expert has a listed file.
+const FileInfo& ExpertStore::ExpertFileInfo(const ExpertKey& key) const {
+  return *manifest_->FindFile(manifest_->ExpertFile(key.layer, key.expert));
 }
 
 int ExpertStore::num_experts_total() const {

@@ -78,6 +78,9 @@ class ExpertStore {
 
  private:
   ExpertStore(const ModelManifest* manifest, ExpertStoreOptions options);
+  // The manifest's entry for the expert's file. REQUIRES: `key` names an
+  // expert of the model.
+  const FileInfo& ExpertFileInfo(const ExpertKey& key) const;
 
   const ModelManifest* const manifest_;
   const ExpertStoreOptions options_;
