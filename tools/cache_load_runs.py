@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,19 +72,17 @@ def gateway_args(args, budget, extra):
 def load(args, port, metrics_port, duration_s, warmup_s, max_requests=0,
          seed=1):
     """Runs edge-loadtest; returns its JSON report."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [args.loadtest, "--mode", "stream", "--cameras", args.cameras,
-               "--fps", args.fps, "--duration_s", duration_s,
-               "--warmup_s", warmup_s, "--zipf_alpha", args.zipf_alpha,
-               "--drift_period_s", args.drift_period_s, "--seed", seed,
-               "--target", f"127.0.0.1:{port}", "--metrics_port", metrics_port,
-               "--timeout_ms", 30000, "--json_out", out.name]
-        if max_requests:
-            cmd += ["--max_requests", max_requests]
-        result = dt.run(cmd, timeout_s=float(duration_s) + 120,
-                        echo_stdout=False)
-        dt.check(result.returncode == 0, f"loadtest failed: {result.stderr}")
-        return json.loads(Path(out.name).read_text())
+    flags = ["--mode", "stream", "--cameras", args.cameras, "--fps", args.fps,
+             "--duration_s", duration_s, "--warmup_s", warmup_s,
+             "--zipf_alpha", args.zipf_alpha,
+             "--drift_period_s", args.drift_period_s, "--seed", seed,
+             "--target", f"127.0.0.1:{port}", "--metrics_port", metrics_port,
+             "--timeout_ms", 30000]
+    if max_requests:
+        flags += ["--max_requests", max_requests]
+    return dt.run_loadtest(args.loadtest, flags,
+                           timeout_s=float(duration_s) + 120,
+                           echo_stdout=False)
 
 
 def summary(report):

@@ -31,15 +31,12 @@ import deploy_testing as dt  # noqa: E402  (gateway launcher shared with tests)
 
 def loadtest(args, port, metrics_port, fps):
     """One edge-loadtest stream run; returns its JSON report."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [args.build / "loadtest/edge-loadtest", "--mode", "stream",
-               "--cameras", args.cameras, "--fps", f"{fps:.3f}",
-               "--duration_s", args.duration_s, "--warmup_s", args.warmup_s,
-               "--target", f"127.0.0.1:{port}", "--metrics_port", metrics_port,
-               "--json_out", out.name]
-        result = dt.run(cmd, timeout_s=args.duration_s + 120, echo_stdout=True)
-        dt.check(result.returncode == 0, f"loadtest failed: {result.stderr}")
-        return json.loads(Path(out.name).read_text())
+    return dt.run_loadtest(
+        args.build / "loadtest/edge-loadtest",
+        ["--mode", "stream", "--cameras", args.cameras, "--fps", f"{fps:.3f}",
+         "--duration_s", args.duration_s, "--warmup_s", args.warmup_s,
+         "--target", f"127.0.0.1:{port}", "--metrics_port", metrics_port],
+        timeout_s=args.duration_s + 120)
 
 
 def engine_bench(args, batch):

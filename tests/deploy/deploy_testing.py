@@ -6,11 +6,13 @@ stopped by the caller's `finally` (stop_process), so a failing test leaves
 nothing running.
 """
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,6 +98,16 @@ def run(args, timeout_s, echo_stdout=True, **kwargs):
         if stream.strip():
             print(stream.rstrip()[-4000:])
     return result
+
+
+def run_loadtest(binary, flags, timeout_s, echo_stdout=True):
+    """Runs edge-loadtest with `flags` and a temporary --json_out; returns
+    its JSON report. A non-zero exit is a TestFailure."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        result = run([binary, *flags, "--json_out", out.name],
+                     timeout_s=timeout_s, echo_stdout=echo_stdout)
+        check(result.returncode == 0, f"loadtest failed: {result.stderr}")
+        return json.loads(Path(out.name).read_text())
 
 
 def main_wrapper(body):
