@@ -26,7 +26,7 @@ static_assert(1 + kRankings * kSizes <= 16, "window bits must fit");
 // Weight of one new reuse distance in the learned first-reuse prior; 0.1
 // averages over the last ~10 new experts.
 constexpr double kPriorSmoothing = 0.1;
-// The leader changes only when the other ranking leads by more than this
+// The leader changes only when another ranking leads it by more than this
 // fraction of the window, so near-ties do not flip it every access.
 constexpr double kLeaderMargin = 0.01;
 // Growth steps double per consecutive growth up to 1 << this.
@@ -279,7 +279,7 @@ std::optional<ResizeEvent> AdaptivePolicy::MaybeResize() {
   // Shadow hits count only since the last resize (RebuildShadows clears
   // them), so `since` bounds the sample.
   const double sample = static_cast<double>(std::min<int64_t>(since, window));
-  // What a resize would buy or cost with the better ranking at each size
+  // What a resize would buy or cost with the best ranking at each size
   // (the leader follows within a window).
   const auto best = [this](int size) {
     int hits = WindowHits(ShadowIndex(Ranking::kLru, size));

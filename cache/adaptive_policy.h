@@ -27,7 +27,7 @@
 //     admission filter of TinyLFU, without its sketch (a few hundred keys
 //     are counted exactly).
 //
-// Both rankings protect experts announced for the pass in progress
+// Every ranking protects experts announced for the pass in progress
 // (BeginPass: the router's decision is known before the experts run) and
 // not yet accessed by it.
 //
