@@ -21,6 +21,7 @@
 #include <cmath>
 #include <exception>
 
+#include "engine/internal/fused_attention.h"
 #include "engine/internal/kernels.h"
 
 namespace edge::internal {
@@ -135,6 +136,11 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
   const int threads = omp_get_max_threads();
   const int images_heads = s.batch * s.heads;
   const int blocks = QueryBlocks(images_heads, threads, s.tokens);
+  if (qkv.type == DataType::f32 && FusedAttentionSupported(s.head_dim)) {
+    FusedAttention(x, s, blocks, static_cast<const float*>(qkv.data),
+                   static_cast<float*>(out.data));
+    return;
+  }
   // Block i holds queries [T*i/blocks, T*(i+1)/blocks): two sizes at most.
   const int64_t small_rows = s.tokens / blocks;
   const int64_t large_rows = (s.tokens + blocks - 1) / blocks;
@@ -165,6 +171,38 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
       if (!error) error = std::current_exception();
     }
   if (error) std::rethrow_exception(error);
+}
+
+void Kernels::FusedAttention(ExecContext& x, const AttentionShape& s,
+                             int blocks, const float* qkv, float* out) {
+  const int threads = omp_get_max_threads();
+  x.ReserveSlots(threads);
+  const size_t scratch = FusedAttentionScratchFloats(s.tokens, s.head_dim);
+  for (int i = 0; i < threads; ++i) {
+    x.slot(i).scores.Reserve(sizeof(float) * scratch);
+  }
+  const int64_t t = s.tokens, dh = s.head_dim, d = s.heads * dh, d3 = 3 * d;
+  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
+  const int64_t tiles = static_cast<int64_t>(s.batch) * s.heads * blocks;
+#pragma omp parallel num_threads(threads)
+  {
+    // Static schedule: each thread's tiles are consecutive, so the query
+    // blocks of one (image, head) that share a thread share its packed keys.
+    const int64_t n = omp_get_num_threads(), thread = omp_get_thread_num();
+    float* scratch_floats = x.slot(thread).scores.as<float>();
+    int64_t packed = -1;  // the (image, head) whose keys are packed
+    for (int64_t i = tiles * thread / n; i < tiles * (thread + 1) / n; ++i) {
+      const int64_t image_head = i / blocks, block = i % blocks;
+      const int64_t b = image_head / s.heads, h = image_head % s.heads;
+      const int64_t q0 = t * block / blocks, q1 = t * (block + 1) / blocks;
+      const float* image = qkv + b * t * d3;
+      FusedAttentionTile(image + q0 * d3 + h * dh, image + d + h * dh,
+                         image + 2 * d + h * dh, d3, q1 - q0, t, s.head_dim,
+                         scale, out + (b * t + q0) * d + h * dh, d,
+                         scratch_floats, packed == image_head);
+      packed = image_head;
+    }
+  }
 }
 
 void Kernels::ReserveTileSlots(
