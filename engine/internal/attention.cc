@@ -136,9 +136,8 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
   const int threads = omp_get_max_threads();
   const int images_heads = s.batch * s.heads;
   const int blocks = QueryBlocks(images_heads, threads, s.tokens);
-  if (qkv.type == DataType::f32 && FusedAttentionSupported(s.head_dim)) {
-    FusedAttention(x, s, blocks, static_cast<const float*>(qkv.data),
-                   static_cast<float*>(out.data));
+  if (FusedAttentionSupported(qkv.type, s.head_dim)) {
+    FusedAttention(x, s, blocks, qkv, out);
     return;
   }
   // Block i holds queries [T*i/blocks, T*(i+1)/blocks): two sizes at most.
@@ -174,32 +173,41 @@ void Kernels::Attention(ExecContext& x, const AttentionShape& s, MatrixRef qkv,
 }
 
 void Kernels::FusedAttention(ExecContext& x, const AttentionShape& s,
-                             int blocks, const float* qkv, float* out) {
+                             int blocks, MatrixRef qkv, MatrixRef out) {
   const int threads = omp_get_max_threads();
   x.ReserveSlots(threads);
-  const size_t scratch = FusedAttentionScratchFloats(s.tokens, s.head_dim);
-  for (int i = 0; i < threads; ++i) {
-    x.slot(i).scores.Reserve(sizeof(float) * scratch);
-  }
+  const size_t scratch =
+      FusedAttentionScratchBytes(qkv.type, s.tokens, s.head_dim);
+  for (int i = 0; i < threads; ++i) x.slot(i).scores.Reserve(scratch);
   const int64_t t = s.tokens, dh = s.head_dim, d = s.heads * dh, d3 = 3 * d;
+  const size_t e = ElementBytes(qkv.type);
   const float scale = 1.f / std::sqrt(static_cast<float>(dh));
   const int64_t tiles = static_cast<int64_t>(s.batch) * s.heads * blocks;
 #pragma omp parallel num_threads(threads)
   {
     // Static schedule: each thread's tiles are consecutive, so the query
-    // blocks of one (image, head) that share a thread share its packed keys.
+    // blocks of one (image, head) that share a thread share its packed keys
+    // and values.
     const int64_t n = omp_get_num_threads(), thread = omp_get_thread_num();
-    float* scratch_floats = x.slot(thread).scores.as<float>();
+    void* scratch_bytes = x.slot(thread).scores.data();
     int64_t packed = -1;  // the (image, head) whose keys are packed
     for (int64_t i = tiles * thread / n; i < tiles * (thread + 1) / n; ++i) {
       const int64_t image_head = i / blocks, block = i % blocks;
       const int64_t b = image_head / s.heads, h = image_head % s.heads;
       const int64_t q0 = t * block / blocks, q1 = t * (block + 1) / blocks;
-      const float* image = qkv + b * t * d3;
-      FusedAttentionTile(image + q0 * d3 + h * dh, image + d + h * dh,
-                         image + 2 * d + h * dh, d3, q1 - q0, t, s.head_dim,
-                         scale, out + (b * t + q0) * d + h * dh, d,
-                         scratch_floats, packed == image_head);
+      const char* image = static_cast<const char*>(qkv.data) + b * t * d3 * e;
+      TileSpec spec;
+      spec.q = image + (q0 * d3 + h * dh) * e;
+      spec.k = image + (d + h * dh) * e;
+      spec.v = image + (2 * d + h * dh) * e;
+      spec.ld = d3;
+      spec.rows = q1 - q0;
+      spec.tokens = t;
+      spec.head_dim = s.head_dim;
+      spec.scale = scale;
+      spec.out = static_cast<char*>(out.data) + ((b * t + q0) * d + h * dh) * e;
+      spec.ld_out = d;
+      FusedAttentionTile(qkv.type, spec, scratch_bytes, packed == image_head);
       packed = image_head;
     }
   }

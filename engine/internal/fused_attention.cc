@@ -14,11 +14,15 @@
 namespace edge::internal {
 namespace {
 
-// Every function that uses AVX-512 intrinsics carries the target itself, so
-// the file builds for the baseline ISA and the callers check the CPU once.
-#define EDGE_AVX512 __attribute__((target("avx512f,fma")))
+// Every function here carries the target itself, so the file builds for
+// the baseline ISA and FusedAttentionSupported() checks the CPU. One target
+// for all: GCC inlines a callee only into callers whose target includes
+// its own, and the micro-kernel is shared. The f32 instantiations use no
+// AVX512-BF16 instruction (they are only run where AVX-512 F/BW/VL are).
+#define EDGE_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
-// Query rows per block and vectors (of 16 floats) per accumulator row:
+// Query rows per block and vectors (of 16 outputs) per accumulator row:
 // 6 x 4 accumulators + 4 loaded vectors + 1 broadcast = 29 of the 32 zmm
 // registers, and 24 independent FMA chains cover the FMA latency (4
 // cycles) on two pipes with room to spare.
@@ -29,6 +33,34 @@ constexpr int kLanes = 16;
 int64_t PaddedTokens(int64_t tokens) {
   return (tokens + kLanes - 1) / kLanes * kLanes;
 }
+
+// The two element types. The micro-kernel works on 32-bit words: one f32,
+// or a pair of bf16 that vdpbf16ps multiplies and adds in one step (so for
+// bf16 the reduction runs over pairs, and both operands of a product hold
+// the pair of one reduction step in one word).
+struct F32 {
+  using Element = float;
+  static constexpr int kPerWord = 1;
+  EDGE_AVX512 static __m512 MultiplyAdd(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_fmadd_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), acc);
+  }
+  EDGE_AVX512 static void Store16(float* dst, __m512 v) {
+    _mm512_storeu_ps(dst, v);
+  }
+};
+
+struct Bf16 {
+  using Element = uint16_t;
+  static constexpr int kPerWord = 2;
+  EDGE_AVX512 static __m512 MultiplyAdd(__m512 acc, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh>(a),
+                            reinterpret_cast<__m512bh>(b));
+  }
+  EDGE_AVX512 static void Store16(uint16_t* dst, __m512 v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
+                        reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  }
+};
 
 // e^x for x <= 0 (scores minus their row maximum): x = n ln2 + r with
 // |r| <= ln2 / 2, e^r by its degree-6 Taylor polynomial (relative error
@@ -50,10 +82,10 @@ EDGE_AVX512 inline __m512 ExpNonPositive(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-// Transposes the 16 x 16 block at `src` (rows `ld` floats apart) into
-// `dst` (rows `ld_dst` apart): unpack pairs, then 4-float lanes, then
-// 128-bit lanes twice, 64 shuffles for 256 floats.
-EDGE_AVX512 void Transpose16x16(const float* src, int64_t ld, float* dst,
+// Transposes the 16 x 16 block of 32-bit words at `src` (rows `ld` words
+// apart) into `dst` (rows `ld_dst` apart): unpack pairs, then 4-float lanes,
+// then 128-bit lanes twice, 64 shuffles for 256 floats.
+EDGE_AVX512 void Transpose16x16(const uint32_t* src, int64_t ld, uint32_t* dst,
                                 int64_t ld_dst) {
   __m512 r[16], t[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
@@ -77,31 +109,58 @@ EDGE_AVX512 void Transpose16x16(const float* src, int64_t ld, float* dst,
     r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
     r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
   }
-  for (int i = 0; i < 16; ++i) _mm512_store_ps(dst + i * ld_dst, r[i]);
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ld_dst, r[i]);
 }
 
-// kt[d * padded + j] = k[j * ld + d]; columns tokens..padded are zero.
-EDGE_AVX512 void PackKeys(const float* k, int64_t ld, int64_t tokens,
-                          int head_dim, int64_t padded, float* kt) {
+// kp[w * padded + j] = word w of key j (k viewed as words, `ld` words
+// apart); keys tokens..padded are zero.
+EDGE_AVX512 void PackKeys(const uint32_t* k, int64_t ld, int64_t tokens,
+                          int words, int64_t padded, uint32_t* kp) {
   const int64_t full = tokens / kLanes * kLanes;
   for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
-    for (int d0 = 0; d0 < head_dim; d0 += kLanes) {
-      Transpose16x16(k + j0 * ld + d0, ld, kt + d0 * padded + j0, padded);
+    for (int w0 = 0; w0 < words; w0 += kLanes) {
+      Transpose16x16(k + j0 * ld + w0, ld, kp + w0 * padded + j0, padded);
     }
   }
-  for (int d = 0; d < head_dim; ++d) {
-    float* row = kt + d * padded;
-    for (int64_t j = full; j < tokens; ++j) row[j] = k[j * ld + d];
-    std::fill(row + tokens, row + padded, 0.f);
+  for (int w = 0; w < words; ++w) {
+    uint32_t* row = kp + w * padded;
+    for (int64_t j = full; j < tokens; ++j) row[j] = k[j * ld + w];
+    std::fill(row + tokens, row + padded, 0u);
+  }
+}
+
+// bf16 values as the context's second operand: word (u, c) of vp holds
+// v[2u, c] and v[2u + 1, c] (zero past the last token).
+EDGE_AVX512 void PackValuePairs(const uint16_t* v, int64_t ld, int64_t tokens,
+                                int head_dim, uint32_t* vp) {
+  alignas(64) static constexpr uint16_t kInterleave[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i order = _mm512_load_si512(kInterleave);
+  for (int64_t u = 0; 2 * u < tokens; ++u) {
+    const uint16_t* even = v + 2 * u * ld;
+    const uint16_t* odd = 2 * u + 1 < tokens ? even + ld : nullptr;
+    for (int c = 0; c < head_dim; c += kLanes) {
+      const __m256i lo =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(even + c));
+      const __m256i hi =
+          odd ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd + c))
+              : _mm256_setzero_si256();
+      const __m512i both =
+          _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      _mm512_storeu_si512(vp + u * head_dim + c,
+                          _mm512_permutexvar_epi16(order, both));
+    }
   }
 }
 
 // The micro-kernel of both products: for r < RB and vector v < NV,
-//   acc[r][v] = sum_{i < depth} a[r * lda + i] * b[i * ldb + 16 v + lane]
-// (rows of `a` broadcast, NV vectors of each row of `b` loaded).
-template <int RB, int NV>
-EDGE_AVX512 inline void MultiplyBlock(const float* a, int64_t lda,
-                                      const float* b, int64_t ldb,
+//   acc[r][v] = sum_{i < depth} a[r * lda + i] (x) b[i * ldb + 16 v + lane]
+// over words (rows of `a` broadcast, NV vectors of each row of `b`
+// loaded), (x) being E's multiply-add of one word.
+template <typename E, int RB, int NV>
+EDGE_AVX512 inline void MultiplyBlock(const uint32_t* a, int64_t lda,
+                                      const uint32_t* b, int64_t ldb,
                                       int64_t depth, __m512 (&acc)[RB][NV]) {
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
@@ -109,189 +168,234 @@ EDGE_AVX512 inline void MultiplyBlock(const float* a, int64_t lda,
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   }
   for (int64_t i = 0; i < depth; ++i) {
-    __m512 row[NV];
+    __m512i row[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      row[v] = _mm512_loadu_ps(b + i * ldb + v * kLanes);
+      row[v] = _mm512_loadu_si512(b + i * ldb + v * kLanes);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
-      const __m512 broadcast = _mm512_set1_ps(a[r * lda + i]);
+      const __m512i broadcast =
+          _mm512_set1_epi32(static_cast<int>(a[r * lda + i]));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) {
-        acc[r][v] = _mm512_fmadd_ps(broadcast, row[v], acc[r][v]);
+        acc[r][v] = E::MultiplyAdd(acc[r][v], broadcast, row[v]);
       }
     }
   }
 }
 
-// s[r, j0 + 16 v + lane] = q[r, :] . k[j0 + 16 v + lane, :] for RB rows
-// and NV vectors of keys.
-template <int RB, int NV>
-EDGE_AVX512 void ScoresBlock(const float* q, int64_t ld, const float* kt,
-                             int64_t padded, int head_dim, int64_t j0,
-                             float* s) {
+// Where one tile's operands and scratch are; pointers to words.
+struct TileArgs {
+  const uint32_t* q;
+  int64_t ld;  // words between rows of q (and of k, v in qkv)
+  int64_t tokens;
+  int64_t padded;
+  int head_dim;
+  float scale;
+  const uint32_t* keys;    // packed, head_dim / kPerWord rows of `padded`
+  const uint32_t* values;  // f32: v itself; bf16: pairs (PackValuePairs)
+  int64_t ld_values;       // words between rows of `values`
+  float* scores;           // kRowBlock x padded
+  uint32_t* probs;         // kRowBlock x padded elements
+  void* out;
+  int64_t ld_out;  // elements between rows of out
+};
+
+// scores[r, j0 + 16 v + lane] = q[r, :] . k[j0 + 16 v + lane, :].
+template <typename E, int RB, int NV>
+EDGE_AVX512 void ScoresBlock(const TileArgs& t, const uint32_t* q, int64_t j0) {
   __m512 acc[RB][NV];
-  MultiplyBlock<RB, NV>(q, ld, kt + j0, padded, head_dim, acc);
+  MultiplyBlock<E, RB, NV>(q, t.ld, t.keys + j0, t.padded,
+                           t.head_dim / E::kPerWord, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      _mm512_store_ps(s + r * padded + j0 + v * kLanes, acc[r][v]);
+      _mm512_store_ps(t.scores + r * t.padded + j0 + v * kLanes, acc[r][v]);
     }
   }
 }
 
 // out[r, c0 + 16 v + lane] = inv[r] * sum_j p[r, j] v[j, c0 + 16 v + lane].
-template <int RB, int NV>
-EDGE_AVX512 void ContextBlock(const float* p, int64_t padded, const float* v,
-                              int64_t ld, int64_t tokens, const float* inv,
-                              int64_t c0, float* out, int64_t ld_out) {
+template <typename E, int RB, int NV>
+EDGE_AVX512 void ContextBlock(const TileArgs& t, const float* inv, int64_t c0,
+                              typename E::Element* out) {
   __m512 acc[RB][NV];
-  MultiplyBlock<RB, NV>(p, padded, v + c0, ld, tokens, acc);
+  const int64_t depth = (t.tokens + E::kPerWord - 1) / E::kPerWord;
+  MultiplyBlock<E, RB, NV>(t.probs, t.padded / E::kPerWord, t.values + c0,
+                           t.ld_values, depth, acc);
 #pragma GCC unroll 8
   for (int r = 0; r < RB; ++r) {
     const __m512 scale = _mm512_set1_ps(inv[r]);
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) {
-      _mm512_storeu_ps(out + r * ld_out + c0 + c * kLanes,
-                       _mm512_mul_ps(acc[r][c], scale));
+      E::Store16(out + r * t.ld_out + c0 + c * kLanes,
+                 _mm512_mul_ps(acc[r][c], scale));
     }
   }
 }
 
-// Row r of s becomes e^{(s - max) * scale} (zero past `tokens`), and
-// inv[r] the reciprocal of its sum: the division is left to the context,
-// which has head_dim columns instead of `tokens`.
-EDGE_AVX512 void SoftmaxRows(float* s, int rows, int64_t padded, int64_t tokens,
-                             float scale, float* inv) {
-  const int64_t full = tokens / kLanes * kLanes;
-  const __mmask16 tail = static_cast<__mmask16>((1u << (tokens - full)) - 1);
-  const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+// Row r of the scores becomes e^{(s - max) * scale} in probs (zero past
+// `tokens`), and inv[r] the reciprocal of its sum: the division is left to
+// the context, which has head_dim columns instead of `tokens`.
+template <typename E>
+EDGE_AVX512 void SoftmaxRows(const TileArgs& t, int rows, float* inv) {
+  const int64_t full = t.tokens / kLanes * kLanes;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (t.tokens - full)) - 1);
+  const __m512 factor = _mm512_set1_ps(t.scale);
   for (int r = 0; r < rows; ++r) {
-    float* row = s + r * padded;
-    __m512 max = lowest;
+    const float* row = t.scores + r * t.padded;
+    auto* probs =
+        reinterpret_cast<typename E::Element*>(t.probs) + r * t.padded;
+    __m512 max = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     for (int64_t j = 0; j < full; j += kLanes) {
       max = _mm512_max_ps(max, _mm512_load_ps(row + j));
     }
-    if (tail)
-      max = _mm512_mask_max_ps(max, tail, max, _mm512_load_ps(row + full));
-    const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(max) * scale);
-    const __m512 factor = _mm512_set1_ps(scale);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < full; j += kLanes) {
-      const __m512 e = ExpNonPositive(
-          _mm512_fmsub_ps(_mm512_load_ps(row + j), factor, shift));
-      _mm512_store_ps(row + j, e);
-      sum = _mm512_add_ps(sum, e);
-    }
     if (tail) {
-      const __m512 e = _mm512_maskz_mov_ps(
-          tail, ExpNonPositive(_mm512_fmsub_ps(_mm512_load_ps(row + full),
-                                               factor, shift)));
-      _mm512_store_ps(row + full, e);
+      max = _mm512_mask_max_ps(max, tail, max, _mm512_load_ps(row + full));
+    }
+    const __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(max) * t.scale);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < t.padded; j += kLanes) {
+      __m512 e = ExpNonPositive(
+          _mm512_fmsub_ps(_mm512_load_ps(row + j), factor, shift));
+      if (j == full) e = _mm512_maskz_mov_ps(tail, e);
+      E::Store16(probs + j, e);
       sum = _mm512_add_ps(sum, e);
     }
     inv[r] = 1.f / _mm512_reduce_add_ps(sum);
   }
 }
 
-struct TileArgs {
-  const float* q;
-  const float* v;
-  int64_t ld;
-  int64_t tokens;
-  int64_t padded;
-  int head_dim;
-  float scale;
-  const float* kt;
-  float* block;  // kRowBlock x padded scores, then probabilities.
-  float* out;
-  int64_t ld_out;
-};
-
 // Scores, softmax and context of RB query rows starting at row i0.
-template <int RB>
-EDGE_AVX512 void RowBlock(const TileArgs& a, int64_t i0) {
-  const float* q = a.q + i0 * a.ld;
+template <typename E, int RB>
+EDGE_AVX512 void RowBlock(const TileArgs& t, int64_t i0) {
+  const uint32_t* q = t.q + i0 * t.ld;
   int64_t j0 = 0;
-  for (; j0 + kVectors * kLanes <= a.padded; j0 += kVectors * kLanes) {
-    ScoresBlock<RB, kVectors>(q, a.ld, a.kt, a.padded, a.head_dim, j0, a.block);
+  for (; j0 + kVectors * kLanes <= t.padded; j0 += kVectors * kLanes) {
+    ScoresBlock<E, RB, kVectors>(t, q, j0);
   }
-  switch ((a.padded - j0) / kLanes) {
+  switch ((t.padded - j0) / kLanes) {
     case 1:
-      ScoresBlock<RB, 1>(q, a.ld, a.kt, a.padded, a.head_dim, j0, a.block);
+      ScoresBlock<E, RB, 1>(t, q, j0);
       break;
     case 2:
-      ScoresBlock<RB, 2>(q, a.ld, a.kt, a.padded, a.head_dim, j0, a.block);
+      ScoresBlock<E, RB, 2>(t, q, j0);
       break;
     case 3:
-      ScoresBlock<RB, 3>(q, a.ld, a.kt, a.padded, a.head_dim, j0, a.block);
+      ScoresBlock<E, RB, 3>(t, q, j0);
       break;
   }
   float inv[RB];
-  SoftmaxRows(a.block, RB, a.padded, a.tokens, a.scale, inv);
-  float* out = a.out + i0 * a.ld_out;
+  SoftmaxRows<E>(t, RB, inv);
+  auto* out = static_cast<typename E::Element*>(t.out) + i0 * t.ld_out;
   int64_t c0 = 0;
-  for (; c0 + kVectors * kLanes <= a.head_dim; c0 += kVectors * kLanes) {
-    ContextBlock<RB, kVectors>(a.block, a.padded, a.v, a.ld, a.tokens, inv, c0,
-                               out, a.ld_out);
+  for (; c0 + kVectors * kLanes <= t.head_dim; c0 += kVectors * kLanes) {
+    ContextBlock<E, RB, kVectors>(t, inv, c0, out);
   }
-  switch ((a.head_dim - c0) / kLanes) {
+  switch ((t.head_dim - c0) / kLanes) {
     case 1:
-      ContextBlock<RB, 1>(a.block, a.padded, a.v, a.ld, a.tokens, inv, c0, out,
-                          a.ld_out);
+      ContextBlock<E, RB, 1>(t, inv, c0, out);
       break;
     case 2:
-      ContextBlock<RB, 2>(a.block, a.padded, a.v, a.ld, a.tokens, inv, c0, out,
-                          a.ld_out);
+      ContextBlock<E, RB, 2>(t, inv, c0, out);
       break;
     case 3:
-      ContextBlock<RB, 3>(a.block, a.padded, a.v, a.ld, a.tokens, inv, c0, out,
-                          a.ld_out);
+      ContextBlock<E, RB, 3>(t, inv, c0, out);
+      break;
+  }
+}
+
+// Scratch layout, in words: packed keys, scores, probabilities, then (bf16)
+// value pairs.
+template <typename E>
+size_t ScratchWords(int64_t tokens, int head_dim) {
+  const int64_t padded = PaddedTokens(tokens);
+  const int64_t pairs = E::kPerWord == 2 ? (tokens + 1) / 2 * head_dim : 0;
+  return static_cast<size_t>(padded * (head_dim / E::kPerWord + kRowBlock) +
+                             padded * kRowBlock / E::kPerWord + pairs);
+}
+
+template <typename E>
+void Tile(const TileSpec& s, void* scratch, bool kv_packed) {
+  const int64_t padded = PaddedTokens(s.tokens);
+  const int words = s.head_dim / E::kPerWord;
+  auto* keys = static_cast<uint32_t*>(scratch);
+  auto* scores = reinterpret_cast<float*>(keys + words * padded);
+  auto* probs = reinterpret_cast<uint32_t*>(scores + kRowBlock * padded);
+  uint32_t* pairs = probs + kRowBlock * padded / E::kPerWord;
+  const int64_t ld = s.ld / E::kPerWord;
+  if (!kv_packed) {
+    PackKeys(static_cast<const uint32_t*>(s.k), ld, s.tokens, words, padded,
+             keys);
+    if constexpr (E::kPerWord == 2) {
+      PackValuePairs(static_cast<const uint16_t*>(s.v), s.ld, s.tokens,
+                     s.head_dim, pairs);
+    }
+  }
+  const bool f32 = E::kPerWord == 1;
+  const TileArgs t{static_cast<const uint32_t*>(s.q),
+                   ld,
+                   s.tokens,
+                   padded,
+                   s.head_dim,
+                   s.scale,
+                   keys,
+                   f32 ? static_cast<const uint32_t*>(s.v) : pairs,
+                   f32 ? ld : s.head_dim,
+                   scores,
+                   probs,
+                   s.out,
+                   s.ld_out};
+  int64_t i0 = 0;
+  for (; i0 + kRowBlock <= s.rows; i0 += kRowBlock) {
+    RowBlock<E, kRowBlock>(t, i0);
+  }
+  switch (s.rows - i0) {
+    case 1:
+      RowBlock<E, 1>(t, i0);
+      break;
+    case 2:
+      RowBlock<E, 2>(t, i0);
+      break;
+    case 3:
+      RowBlock<E, 3>(t, i0);
+      break;
+    case 4:
+      RowBlock<E, 4>(t, i0);
+      break;
+    case 5:
+      RowBlock<E, 5>(t, i0);
       break;
   }
 }
 
 }  // namespace
 
-bool FusedAttentionSupported(int head_dim) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512 && head_dim > 0 && head_dim % kLanes == 0;
+bool FusedAttentionSupported(DataType type, int head_dim) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") &&
+                             __builtin_cpu_supports("avx512bw") &&
+                             __builtin_cpu_supports("avx512vl");
+  static const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  // Packed keys are transposed in blocks of 16 words.
+  if (type == DataType::f32) return avx512 && head_dim % kLanes == 0;
+  if (type == DataType::bf16) return bf16 && head_dim % (2 * kLanes) == 0;
+  return false;
 }
 
-size_t FusedAttentionScratchFloats(int64_t tokens, int head_dim) {
-  return static_cast<size_t>(PaddedTokens(tokens)) * (head_dim + kRowBlock);
+size_t FusedAttentionScratchBytes(DataType type, int64_t tokens, int head_dim) {
+  return sizeof(uint32_t) * (type == DataType::f32
+                                 ? ScratchWords<F32>(tokens, head_dim)
+                                 : ScratchWords<Bf16>(tokens, head_dim));
 }
 
-void FusedAttentionTile(const float* q, const float* k, const float* v,
-                        int64_t ld, int64_t rows, int64_t tokens, int head_dim,
-                        float scale, float* out, int64_t ld_out, float* scratch,
-                        bool keys_packed) {
-  const int64_t padded = PaddedTokens(tokens);
-  if (!keys_packed) PackKeys(k, ld, tokens, head_dim, padded, scratch);
-  const TileArgs a{q,      v,       ld,
-                   tokens, padded,  head_dim,
-                   scale,  scratch, scratch + head_dim * padded,
-                   out,    ld_out};
-  int64_t i0 = 0;
-  for (; i0 + kRowBlock <= rows; i0 += kRowBlock) RowBlock<kRowBlock>(a, i0);
-  switch (rows - i0) {
-    case 1:
-      RowBlock<1>(a, i0);
-      break;
-    case 2:
-      RowBlock<2>(a, i0);
-      break;
-    case 3:
-      RowBlock<3>(a, i0);
-      break;
-    case 4:
-      RowBlock<4>(a, i0);
-      break;
-    case 5:
-      RowBlock<5>(a, i0);
-      break;
+void FusedAttentionTile(DataType type, const TileSpec& spec, void* scratch,
+                        bool kv_packed) {
+  if (type == DataType::f32) {
+    Tile<F32>(spec, scratch, kv_packed);
+  } else {
+    Tile<Bf16>(spec, scratch, kv_packed);
   }
 }
 

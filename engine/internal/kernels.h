@@ -175,10 +175,10 @@ class Kernels {
   };
   AttentionTile AttentionPrimitives(const AttentionShape& s, int64_t rows,
                                     DataType type);
-  // Attention() on the fused AVX-512 f32 tiles (fused_attention.h), each
+  // Attention() on the fused AVX-512 tiles (fused_attention.h), each
   // (image, head) split into `blocks` query blocks.
   void FusedAttention(ExecContext& x, const AttentionShape& s, int blocks,
-                      const float* qkv, float* out);
+                      MatrixRef qkv, MatrixRef out);
   // scores -> softmax -> context of one tile, on the calling thread.
   void RunTile(ExecContext::ThreadSlot& slot, const AttentionTile& tile,
                const void* q, const void* k, const void* v, void* out) const;

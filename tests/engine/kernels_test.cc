@@ -92,13 +92,12 @@ TEST(KernelsTest, AttentionMatchesNaiveInF32AndBf16) {
   }
 }
 
-// The fused AVX-512 tile (taken for f32 when head_dim is a multiple of 16)
-// through Kernels::Attention, with shapes that reach every partial block:
-// rows not a multiple of 6 (query blocks at batch 1), keys not a multiple
-// of 16 or 64, head_dim not a multiple of 64; and directly, with keys
-// packed once for two query blocks.
+// The fused AVX-512 tiles (taken for f32 when head_dim is a multiple of 16,
+// for bf16 of 32) through Kernels::Attention, with shapes that reach every
+// partial block: rows not a multiple of 6 (query blocks at batch 1), keys
+// not a multiple of 16 or 64 (odd too, for bf16's pairs), head_dim not a
+// multiple of 64.
 TEST(KernelsTest, FusedAttentionTilesMatchNaive) {
-  if (!FusedAttentionSupported(16)) GTEST_SKIP() << "no AVX-512 here";
   Kernels k;
   ExecContext x(k.engine());
   struct Shape {
@@ -106,34 +105,56 @@ TEST(KernelsTest, FusedAttentionTilesMatchNaive) {
   };
   for (const Shape& s :
        {Shape{1, 13, 3, 16}, Shape{1, 37, 3, 64}, Shape{2, 196, 3, 64},
-        Shape{1, 50, 2, 80}, Shape{3, 65, 1, 32}}) {
+        Shape{1, 50, 2, 80}, Shape{3, 65, 1, 32}, Shape{1, 33, 2, 96}}) {
     const int d = s.heads * s.head_dim;
     const std::vector<float> qkv = Random(s.batch * s.tokens * 3 * d, s.tokens);
     const std::vector<double> want =
         NaiveAttention(qkv, s.batch, s.tokens, s.heads, s.head_dim);
+    const AttentionShape shape{s.batch, s.tokens, s.heads, s.head_dim};
     std::vector<float> out(s.batch * s.tokens * d);
-    k.Attention(x, {s.batch, s.tokens, s.heads, s.head_dim},
-                {const_cast<float*>(qkv.data()), DataType::f32},
-                {out.data(), DataType::f32});
-    EXPECT_LT(MaxError(out, want), 1e-5)
-        << s.batch << "x" << s.tokens << " tokens, " << s.heads << "x"
-        << s.head_dim;
+    if (FusedAttentionSupported(DataType::f32, s.head_dim)) {
+      k.Attention(x, shape, {const_cast<float*>(qkv.data()), DataType::f32},
+                  {out.data(), DataType::f32});
+      EXPECT_LT(MaxError(out, want), 1e-5)
+          << "f32 " << s.batch << "x" << s.tokens << " tokens, " << s.heads
+          << "x" << s.head_dim;
+    }
+    if (FusedAttentionSupported(DataType::bf16, s.head_dim)) {
+      std::vector<uint16_t> qkv16 = ToBf16(qkv), out16(out.size());
+      k.Attention(x, shape, {qkv16.data(), DataType::bf16},
+                  {out16.data(), DataType::bf16});
+      for (size_t i = 0; i < out.size(); ++i) out[i] = Bf16ToFloat(out16[i]);
+      EXPECT_LT(MaxError(out, want), 3e-2)
+          << "bf16 " << s.batch << "x" << s.tokens << " tokens, " << s.heads
+          << "x" << s.head_dim;
+    }
   }
-  // One head of 40 tokens as query blocks of 17 and 23 rows sharing keys.
-  const int t = 40, dh = 32;
+}
+
+// Two query blocks of one head, the second reusing the keys and values the
+// first packed into the scratch.
+TEST(KernelsTest, FusedAttentionReusesPackedKeysAndValues) {
+  if (!FusedAttentionSupported(DataType::f32, 32)) GTEST_SKIP() << "no AVX-512";
+  const int t = 40, dh = 32, split = 17;
   const std::vector<float> qkv = Random(t * 3 * dh, 7);
   const std::vector<double> want = NaiveAttention(qkv, 1, t, 1, dh);
   std::vector<float> out(t * dh, -1.f);
-  std::vector<float> scratch(FusedAttentionScratchFloats(t, dh) + 16);
-  // 64-byte aligned, as AlignedBuffer gives it.
-  float* pad = scratch.data() +
-               (16 - reinterpret_cast<uintptr_t>(scratch.data()) / 4 % 16) % 16;
-  const float scale = 1.f / std::sqrt(static_cast<float>(dh));
-  FusedAttentionTile(qkv.data(), qkv.data() + dh, qkv.data() + 2 * dh, 3 * dh,
-                     17, t, dh, scale, out.data(), dh, pad, false);
-  FusedAttentionTile(qkv.data() + 17 * 3 * dh, qkv.data() + dh,
-                     qkv.data() + 2 * dh, 3 * dh, t - 17, t, dh, scale,
-                     out.data() + 17 * dh, dh, pad, true);
+  AlignedBuffer scratch;
+  scratch.Reserve(FusedAttentionScratchBytes(DataType::f32, t, dh));
+  TileSpec spec;
+  spec.k = qkv.data() + dh;
+  spec.v = qkv.data() + 2 * dh;
+  spec.ld = 3 * dh;
+  spec.tokens = t;
+  spec.head_dim = dh;
+  spec.scale = 1.f / std::sqrt(static_cast<float>(dh));
+  spec.ld_out = dh;
+  for (const int q0 : {0, split}) {
+    spec.q = qkv.data() + q0 * 3 * dh;
+    spec.rows = q0 == 0 ? split : t - split;
+    spec.out = out.data() + q0 * dh;
+    FusedAttentionTile(DataType::f32, spec, scratch.data(), q0 != 0);
+  }
   EXPECT_LT(MaxError(out, want), 1e-5);
 }
 
