@@ -113,18 +113,23 @@ EDGE_AVX512 void Transpose16x16(const uint32_t* src, int64_t ld, uint32_t* dst,
 }
 
 // kp[w * padded + j] = word w of key j (k viewed as words, `ld` words
-// apart); keys tokens..padded are zero.
+// apart); keys tokens..padded are zero. Whole 16 x 16 blocks are
+// transposed in registers, the rest (the last keys, and the words past a
+// multiple of 16 when a bf16 head has 16 or 48 elements) word by word.
 EDGE_AVX512 void PackKeys(const uint32_t* k, int64_t ld, int64_t tokens,
                           int words, int64_t padded, uint32_t* kp) {
-  const int64_t full = tokens / kLanes * kLanes;
-  for (int64_t j0 = 0; j0 < full; j0 += kLanes) {
-    for (int w0 = 0; w0 < words; w0 += kLanes) {
+  const int64_t full_keys = tokens / kLanes * kLanes;
+  const int full_words = words / kLanes * kLanes;
+  for (int64_t j0 = 0; j0 < full_keys; j0 += kLanes) {
+    for (int w0 = 0; w0 < full_words; w0 += kLanes) {
       Transpose16x16(k + j0 * ld + w0, ld, kp + w0 * padded + j0, padded);
     }
   }
   for (int w = 0; w < words; ++w) {
     uint32_t* row = kp + w * padded;
-    for (int64_t j = full; j < tokens; ++j) row[j] = k[j * ld + w];
+    for (int64_t j = w < full_words ? full_keys : 0; j < tokens; ++j) {
+      row[j] = k[j * ld + w];
+    }
     std::fill(row + tokens, row + padded, 0u);
   }
 }
@@ -378,10 +383,9 @@ bool FusedAttentionSupported(DataType type, int head_dim) {
                              __builtin_cpu_supports("avx512bw") &&
                              __builtin_cpu_supports("avx512vl");
   static const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
-  // Packed keys are transposed in blocks of 16 words.
-  if (type == DataType::f32) return avx512 && head_dim % kLanes == 0;
-  if (type == DataType::bf16) return bf16 && head_dim % (2 * kLanes) == 0;
-  return false;
+  // The context is stored 16 columns at a time.
+  if (head_dim <= 0 || head_dim % kLanes != 0) return false;
+  return type == DataType::f32 ? avx512 : type == DataType::bf16 && bf16;
 }
 
 size_t FusedAttentionScratchBytes(DataType type, int64_t tokens, int head_dim) {

@@ -27,8 +27,7 @@
 namespace edge::internal {
 
 // True when this CPU can run tiles of `type` (f32: AVX-512 F, BW, VL;
-// bf16: also AVX512-BF16) and `head_dim` suits them (a multiple of 16
-// for f32, 32 for bf16: keys are packed in blocks of 16 32-bit words).
+// bf16: also AVX512-BF16) and `head_dim` is a multiple of 16.
 bool FusedAttentionSupported(DataType type, int head_dim);
 
 // Bytes of scratch FusedAttentionTile needs, 64-byte aligned.
