@@ -15,13 +15,22 @@ Cold page cache: with --cold, a background thread asks the kernel every
 --evict_period_ms to drop the expert files' pages (posix_fadvise
 DONTNEED, no root needed), as on an edge box whose RAM cannot keep the
 expert files cached; each expert load then reads from the disk.
+
+Slower storage: with --storage_latency_ms and/or --storage_read_mbps the
+gateway reads the model through tools/slow_storage.py, a FUSE mirror of
+--model_dir that delays each read (root and /dev/fuse needed); every
+expert load then reads cold through the delays.
 """
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +73,36 @@ class PageCacheEvictor:
         self.thread.join()
 
 
+@contextlib.contextmanager
+def slow_storage(args, workdir):
+    """Yields the model directory the gateway reads: --model_dir itself, or
+    its slow_storage.py mirror while one is asked for."""
+    if not (args.storage_latency_ms or args.storage_read_mbps):
+        yield args.model_dir
+        return
+    mount = workdir / "slow-model"
+    mount.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "slow_storage.py"),
+         args.model_dir, str(mount),
+         "--latency_ms", str(args.storage_latency_ms),
+         "--read_mbps", str(args.storage_read_mbps)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not (mount / "manifest.json").exists():
+            dt.check(proc.poll() is None and time.monotonic() < deadline,
+                     "slow_storage.py did not mount: "
+                     f"{proc.stderr.read().decode() if proc.poll() is not None else 'timeout'}")
+            time.sleep(0.05)
+        yield str(mount)
+    finally:
+        unmount = shutil.which("fusermount") and ["fusermount", "-u"] or ["umount"]
+        subprocess.run([*unmount, str(mount)], check=False)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def gateway_args(args, budget, extra):
     return ["--cache_budget_bytes", str(budget),
             "--max_batch_size", str(args.max_batch_size), *extra]
@@ -93,7 +132,7 @@ def summary(report):
 
 
 def serve(args, budget, extra, log):
-    return dt.start_gateway(args.gateway, args.model_dir, log,
+    return dt.start_gateway(args.gateway, args.serve_dir, log,
                             gateway_args(args, budget, extra), timeout_s=300,
                             omp_threads=None)
 
@@ -103,7 +142,7 @@ def run_prefetch(args, budget, workdir):
     rows = []
     files = expert_files(args.model_dir)
     for repeat in range(args.repeats):
-        for prefetch in (0, 1):
+        for prefetch in (0, args.prefetch_threads):
             extra = ["--prefetch_threads", str(prefetch),
                      "--prefetch_next_layer", "true" if prefetch else "false"]
             proc, port, mport = serve(args, budget, extra,
@@ -116,7 +155,8 @@ def run_prefetch(args, budget, workdir):
                     report = load(args, port, mport, args.duration_s, args.warmup_s)
             finally:
                 dt.stop_process(proc)
-            row = {"prefetch": bool(prefetch), "repeat": repeat, **summary(report)}
+            row = {"prefetch": bool(prefetch), "prefetch_threads": prefetch,
+                   "repeat": repeat, **summary(report)}
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -185,6 +225,13 @@ def main():
     p.add_argument("--cold", action="store_true")
     p.add_argument("--evict_period_ms", type=float, default=100)
     p.add_argument("--first_requests", type=int, default=1000)
+    p.add_argument("--prefetch_threads", type=int, default=1,
+                   help="the gateway's prefetch_threads in the prefetch-on runs")
+    p.add_argument("--storage_latency_ms", type=float, default=0.0,
+                   help="read the model through slow_storage.py with this "
+                        "wait per read request")
+    p.add_argument("--storage_read_mbps", type=float, default=0.0,
+                   help="... and/or this shared read bandwidth (MB/s)")
     p.add_argument("--out", default="trace.csv")
     p.add_argument("--json_out")
     args = p.parse_args()
@@ -193,7 +240,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         runner = {"prefetch": run_prefetch, "warmup": run_warmup,
                   "trace": run_trace}[args.what]
-        rows = runner(args, budget, Path(tmp))
+        with slow_storage(args, Path(tmp)) as serve_dir:
+            args.serve_dir = serve_dir
+            rows = runner(args, budget, Path(tmp))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=1))
 

@@ -13,7 +13,7 @@ PACKAGES=(
   prometheus-cpp-dev libabsl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libturbojpeg0-dev libspng-dev
-  python3 python3-torch python3-numpy python3-yaml
+  python3 python3-torch python3-numpy python3-yaml python3-fusepy
   prometheus
   dataset-fashion-mnist
   gnuplot-nox openssl yamllint

@@ -7,7 +7,7 @@
 // oneDNN 2.6 serves with gemm:jit at about 160 GFLOP/s per core in f32
 // (350 in bf16), against about 255 (516) for its brgemm on the large
 // matmuls; and the softmax is a separate pass over the whole scores matrix
-// (18% of a tile's time in f32, a third in bf16). Here a block of six query
+// (a fifth of a tile's time in f32, a third in bf16). Here a block of six query
 // rows goes from scores to softmax to context while its scores are in L1:
 // the keys (and in bf16 the values, as row pairs) are packed once per
 // (image, head), and 24 accumulators per block keep both FMA pipes busy.
