@@ -14,6 +14,7 @@
 #include "cache/sim/belady_sim.h"
 #include "cache/sim/lru_sim.h"
 #include "cache/sim/s3fifo_sim.h"
+#include "cache/sim/static_oracle_sim.h"
 
 namespace edge::sim {
 namespace {
@@ -71,6 +72,8 @@ BudgetRun RunBudget(const std::vector<ExpertAccess>& trace,
   result.runs.push_back(Run(kLruAtPeak, peak, trace, &lru_at_peak));
   S3FifoSim s3fifo(budget);
   result.runs.push_back(Run(kS3Fifo, budget, trace, &s3fifo));
+  StaticOracleSim static_oracle(budget, trace);
+  result.runs.push_back(Run(kStaticOracle, budget, trace, &static_oracle));
   BeladySim belady(budget, trace);
   result.runs.push_back(Run(kBelady, budget, trace, &belady));
   return result;
@@ -124,9 +127,15 @@ const PolicyRun& BudgetRun::Find(const std::string& name) const {
   std::abort();  // REQUIRES violated: RunBudget always runs every policy.
 }
 
-double BudgetRun::AdaptiveOverBelady() const {
+double BudgetRun::AdaptiveOverBelady() const { return OverBelady(kAdaptive); }
+
+double BudgetRun::StaticOracleOverBelady() const {
+  return OverBelady(kStaticOracle);
+}
+
+double BudgetRun::OverBelady(const std::string& name) const {
   const double optimum = Find(kBelady).counters.hit_rate();
-  return optimum == 0 ? 1.0 : Find(kAdaptive).counters.hit_rate() / optimum;
+  return optimum == 0 ? 1.0 : Find(name).counters.hit_rate() / optimum;
 }
 
 double BudgetRun::AdaptiveMinusLruAtPeak() const {

@@ -1,6 +1,7 @@
 // The comparison cache_sim runs: one trace replayed, at each budget,
 // against fixed-size LRU, the adaptive cache, LRU at the adaptive cache's
-// peak bytes, S3-FIFO and Belady's MIN (the policies: simulated_cache.h).
+// peak bytes, S3-FIFO, the static oracle A0 and Belady's MIN (the policies:
+// simulated_cache.h).
 //
 // "LRU at the adaptive cache's peak" is the fair baseline for adaptive
 // sizing: the adaptive cache may hold up to its budget but is credited for
@@ -26,8 +27,9 @@ inline constexpr char kLru[] = "lru";
 inline constexpr char kAdaptive[] = "adaptive";
 inline constexpr char kLruAtPeak[] = "lru_at_peak";
 inline constexpr char kS3Fifo[] = "s3fifo";
+inline constexpr char kStaticOracle[] = "static_oracle";
 inline constexpr char kBelady[] = "belady";
-inline constexpr int kPolicyCount = 5;
+inline constexpr int kPolicyCount = 6;
 
 struct TraceStats {
   int64_t accesses = 0;
@@ -67,14 +69,20 @@ struct PolicyRun {
 struct BudgetRun {
   uint64_t budget_bytes = 0;
   std::vector<PolicyRun>
-      runs;  // kLru, kAdaptive, kLruAtPeak, kS3Fifo, kBelady.
+      runs;  // kLru, kAdaptive, kLruAtPeak, kS3Fifo, kStaticOracle, kBelady.
 
   // REQUIRES: `name` is one of the policies above.
   const PolicyRun& Find(const std::string& name) const;
   // Hit-rate ratio adaptive / Belady (1 when Belady has no hit either).
   double AdaptiveOverBelady() const;
+  // The same for the static oracle: about the best an online policy can
+  // do on traces without locality (static_oracle_sim.h).
+  double StaticOracleOverBelady() const;
   // Hit-rate difference adaptive - LRU at the adaptive peak.
   double AdaptiveMinusLruAtPeak() const;
+
+ private:
+  double OverBelady(const std::string& name) const;
 };
 
 std::vector<BudgetRun> RunSweep(const std::vector<ExpertAccess>& trace,

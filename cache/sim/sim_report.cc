@@ -28,7 +28,7 @@ std::string PolicyRow(uint64_t budget, const TraceStats& stats,
           ? absl::StrFormat("%d/%d", run.resizes_up(), run.resizes_down())
           : "-";
   return absl::StrFormat(
-      "| %7.1f (%5.1f%%) | %-11s | %8.4f | %10.1f | %9d | %8.1f | %7s |\n",
+      "| %7.1f (%5.1f%%) | %-13s | %8.4f | %10.1f | %9d | %8.1f | %7s |\n",
       budget / kMb, Percent(budget, stats), run.name, c.hit_rate(),
       c.bytes_loaded / kMb, c.evictions, c.peak_bytes / kMb, resizes);
 }
@@ -77,6 +77,7 @@ Struct BudgetJson(const BudgetRun& budget, const TraceStats& stats) {
   Set(&s, "budget_bytes", budget.budget_bytes);
   Set(&s, "budget_percent", Percent(budget.budget_bytes, stats));
   Set(&s, "adaptive_over_belady", budget.AdaptiveOverBelady());
+  Set(&s, "static_oracle_over_belady", budget.StaticOracleOverBelady());
   Set(&s, "adaptive_minus_lru_at_peak", budget.AdaptiveMinusLruAtPeak());
   Struct* policies = (*s.mutable_fields())["policies"].mutable_struct_value();
   for (const PolicyRun& run : budget.runs) {
@@ -105,9 +106,9 @@ std::string FormatSweepTable(const SweepReport& report, bool verbose) {
   const TraceStats& st = report.stats;
   std::string out = absl::StrFormat(
       "trace %s: %d accesses, %d passes, %d experts, %.1f MB\n\n"
-      "| budget MB (%%)    | policy      | hit rate | loaded MB  | evictions "
+      "| budget MB (%%)    | policy        | hit rate | loaded MB  | evictions "
       "| peak MB  | resizes |\n"
-      "| ---------------- | ----------- | -------- | ---------- | --------- "
+      "| ---------------- | ------------- | -------- | ---------- | --------- "
       "| -------- | ------- |\n",
       report.trace_path, st.accesses, st.passes, st.distinct_experts,
       st.distinct_bytes / kMb);
@@ -120,10 +121,10 @@ std::string FormatSweepTable(const SweepReport& report, bool verbose) {
   for (const BudgetRun& budget : report.budgets) {
     absl::StrAppendFormat(
         &out,
-        "budget %.1f MB: adaptive/belady %.3f, adaptive - lru_at_peak "
-        "%+.4f\n",
+        "budget %.1f MB: adaptive/belady %.3f, static_oracle/belady %.3f, "
+        "adaptive - lru_at_peak %+.4f\n",
         budget.budget_bytes / kMb, budget.AdaptiveOverBelady(),
-        budget.AdaptiveMinusLruAtPeak());
+        budget.StaticOracleOverBelady(), budget.AdaptiveMinusLruAtPeak());
     if (verbose) absl::StrAppend(&out, ResizeLines(budget.Find(kAdaptive)));
   }
   return out;

@@ -25,7 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-POLICIES = ["lru", "adaptive", "lru_at_peak", "s3fifo", "belady"]
+POLICIES = ["lru", "adaptive", "lru_at_peak", "s3fifo", "static_oracle",
+            "belady"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
