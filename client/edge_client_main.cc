@@ -72,8 +72,11 @@ Commands:
                     back waiting for answers. Prints each answer as a JSON line
                     (plus "latency_ms"), then half-closes, waits for the last
                     answers and prints {"summary": {...}}: frames, sent,
-                    answered, unanswered, errors by code, latency p50/p99/max
-                    in ms (client-side, from a frame's due time to its answer).
+                    answered, unanswered, streams_reopened, errors by code,
+                    latency p50/p99/max in ms (client-side, from a frame's due
+                    time to its answer). A stream the gateway ends UNAVAILABLE
+                    (its connections age out) is reopened and the unanswered
+                    frames sent again.
                     Flags: --dir --fps --frames --loop --camera_id --top_k
                     --logits --timeout_ms
   infer             Sends each image of --tensor (float32 .npy, [3,S,S] or

@@ -9,6 +9,13 @@
 // deadline, the sending schedule plus --timeout_ms, so a silent server
 // cannot hang the client.
 //
+// A stream the gateway ends UNAVAILABLE while frames are due or unanswered
+// (its max_connection_age_ms: GOAWAY, then the stream is cancelled after a
+// grace period; 5 minutes by default) is reopened, as a camera would: the
+// unanswered frames are sent again on the new stream, their latency still
+// running from their due time, and the schedule goes on. The summary counts
+// the reopened streams; other ends of a stream end the session.
+//
 // Latency runs from a frame's due time to its answer. The two differ only
 // when gRPC flow control holds the writer back, and that wait is the
 // server's doing, so it belongs in the latency (measuring from the late
@@ -76,7 +83,13 @@ class StreamSession {
   int Run();
 
  private:
-  void SendFrames(Stream& stream, Clock::time_point start);
+  // Sends frames next_ .. frames_-1 on their schedule; false if the stream
+  // broke (next_ is then the frame that could not be sent).
+  bool SendFrames(Stream& stream, Clock::time_point start);
+  // Sends the frames sent before and not answered again; false if the
+  // stream broke.
+  bool Resend(Stream& stream);
+  ClassifyRequest Request(int64_t frame) const;
   void ReadAnswers(Stream& stream);
   std::string SummaryJson(const absl::Status& status, Clock::duration took);
 
@@ -86,13 +99,18 @@ class StreamSession {
   const std::vector<ImageFile> images_;
   const int64_t frames_;  // To send; cycles through images_.
 
-  // Due time of every frame sent and not yet answered, by request_id.
+  struct Pending {
+    int64_t frame = 0;
+    Clock::time_point due;
+  };
+  // Every frame sent and not yet answered, by request_id.
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Clock::time_point> pending_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
 
   // Written by the sender only (the calling thread).
-  int64_t sent_ = 0;
+  int64_t next_ = 0;  // the next frame of the schedule to send
+  int64_t sent_ = 0;  // frames of the schedule sent (resends not counted)
+  int64_t reopened_ = 0;
   Clock::duration max_send_lag_{};
 
   // Written by the reader thread only; read after it is joined.
@@ -102,21 +120,45 @@ class StreamSession {
   std::vector<double> latencies_ms_;
 };
 
+// Reopening stops after this many streams: a gateway that keeps ending
+// streams at once is failing, not rotating connections.
+constexpr int kMaxReopens = 100;
+
 int StreamSession::Run() {
   // Enough for the schedule and then one unary timeout for the last answers.
   const auto budget = std::chrono::duration<double>(frames_ / options_.fps) +
                       std::chrono::milliseconds(options_.connection.timeout_ms);
-  grpc::ClientContext context;
-  context.set_deadline(
-      std::chrono::system_clock::now() +
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(budget));
-  std::unique_ptr<Stream> stream = stub_.ClassifyStream(&context);
-
   const Clock::time_point start = Clock::now();
-  std::thread reader([this, &stream] { ReadAnswers(*stream); });
-  SendFrames(*stream, start);
-  reader.join();
-  const absl::Status status = ToAbslStatus(stream->Finish());
+  const Clock::time_point deadline =
+      start + std::chrono::duration_cast<Clock::duration>(budget);
+  absl::Status status;
+  for (int stream_number = 0;; ++stream_number) {
+    grpc::ClientContext context;
+    context.set_deadline(
+        std::chrono::system_clock::now() +
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            deadline - Clock::now()));
+    std::unique_ptr<Stream> stream = stub_.ClassifyStream(&context);
+    std::thread reader([this, &stream] { ReadAnswers(*stream); });
+    const bool sent_all = Resend(*stream) && SendFrames(*stream, start);
+    stream->WritesDone();
+    reader.join();
+    status = ToAbslStatus(stream->Finish());
+    bool unfinished = !sent_all;
+    {
+      absl::MutexLock lock(&mu_);
+      unfinished = unfinished || !pending_.empty();
+    }
+    if (!absl::IsUnavailable(status) || !unfinished ||
+        Clock::now() >= deadline || stream_number >= kMaxReopens) {
+      break;
+    }
+    ++reopened_;
+    // A pause, so that a gateway refusing every stream (shutting down) is
+    // not hammered; frames due meanwhile go out late, their latency
+    // counting from their due time.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   PrintLine(SummaryJson(status, Clock::now() - start));
 
   absl::MutexLock lock(&mu_);
@@ -124,33 +166,51 @@ int StreamSession::Run() {
   return status.ok() && complete ? kExitOk : kExitFailed;
 }
 
-void StreamSession::SendFrames(Stream& stream, Clock::time_point start) {
+ClassifyRequest StreamSession::Request(int64_t frame) const {
+  const ImageFile& image = images_[frame % images_.size()];
+  ClassifyRequest request;
+  request.set_request_id(absl::StrCat(image.name, "#", frame));
+  request.set_camera_id(options_.camera_id);
+  request.set_encoded(image.bytes);
+  request.set_top_k(options_.request.top_k);
+  request.set_return_logits(options_.request.return_logits);
+  return request;
+}
+
+bool StreamSession::Resend(Stream& stream) {
+  std::vector<int64_t> frames;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, pending] : pending_) frames.push_back(pending.frame);
+  }
+  std::sort(frames.begin(), frames.end());
+  for (int64_t frame : frames) {
+    if (!stream.Write(Request(frame))) return false;
+  }
+  return true;
+}
+
+bool StreamSession::SendFrames(Stream& stream, Clock::time_point start) {
   const std::chrono::duration<double> period(1 / options_.fps);
-  for (int64_t i = 0; i < frames_; ++i) {
+  for (; next_ < frames_; ++next_) {
     const Clock::time_point due =
-        start + std::chrono::duration_cast<Clock::duration>(period * i);
+        start + std::chrono::duration_cast<Clock::duration>(period * next_);
     std::this_thread::sleep_until(due);
-    const ImageFile& image = images_[i % images_.size()];
-    ClassifyRequest request;
-    request.set_request_id(absl::StrCat(image.name, "#", i));
-    request.set_camera_id(options_.camera_id);
-    request.set_encoded(image.bytes);
-    request.set_top_k(options_.request.top_k);
-    request.set_return_logits(options_.request.return_logits);
+    const ClassifyRequest request = Request(next_);
     {
       // Before the write: the answer may arrive before Write() returns.
       absl::MutexLock lock(&mu_);
-      pending_[request.request_id()] = due;
+      pending_[request.request_id()] = Pending{next_, due};
     }
     max_send_lag_ = std::max(max_send_lag_, Clock::now() - due);
     if (!stream.Write(request)) {  // The call is over; Finish() says why.
       absl::MutexLock lock(&mu_);
       pending_.erase(request.request_id());
-      break;
+      return false;
     }
     ++sent_;
   }
-  stream.WritesDone();
+  return true;
 }
 
 void StreamSession::ReadAnswers(Stream& stream) {
@@ -162,7 +222,7 @@ void StreamSession::ReadAnswers(Stream& stream) {
       absl::MutexLock lock(&mu_);
       auto it = pending_.find(response.request_id());
       if (it != pending_.end()) {
-        due = it->second;
+        due = it->second.due;
         pending_.erase(it);
       }
     }
@@ -199,8 +259,8 @@ std::string StreamSession::SummaryJson(const absl::Status& status,
   return absl::StrCat(
       "{\"summary\":{\"frames\":", frames_, ",\"sent\":", sent_,
       ",\"answered\":", answered_, ",\"unanswered\":", pending_.size(),
-      ",\"unexpected\":", unexpected_, ",\"errors\":{",
-      absl::StrJoin(errors, ","), "},\"latency_ms\":", latency,
+      ",\"unexpected\":", unexpected_, ",\"streams_reopened\":", reopened_,
+      ",\"errors\":{", absl::StrJoin(errors, ","), "},\"latency_ms\":", latency,
       ",\"max_send_lag_ms\":",
       absl::StrFormat("%.3f", Milliseconds(max_send_lag_)),
       ",\"seconds\":", absl::StrFormat("%.3f", Milliseconds(took) / 1000),

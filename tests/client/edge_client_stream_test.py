@@ -1,0 +1,71 @@
+#!/usr/bin/python3
+"""edge-client stream against a real gateway on 127.0.0.1 whose connections
+age out after 1 s (max_connection_age_ms: GOAWAY, then the stream is
+cancelled after the 10 s grace): the client reopens the stream, sends the
+unanswered frames again and answers every frame; its summary counts the
+reopened stream. Then a bad --fps exits 2 with a message."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+import deploy_testing as dt  # noqa: E402
+
+
+def summary_of(stdout):
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    dt.check(lines and "summary" in lines[-1], f"no summary line:\n{stdout}")
+    return lines[-1]["summary"], lines[:-1]
+
+
+def check_reopens(flags, work):
+    proc, port, _ = dt.start_gateway(
+        flags.gateway, flags.model_dir, work / "gateway.log",
+        ["--max_connection_age_ms", "1000"])
+    try:
+        # 28 frames at 2 fps: 14 s, past the first connection's 11 s.
+        result = subprocess.run(
+            [flags.client, "stream", "--target", f"127.0.0.1:{port}",
+             "--dir", flags.samples, "--fps", "2", "--frames", "28",
+             "--loop", "--timeout_ms", "10000"],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        dt.stop_process(proc)
+    dt.check(result.returncode == 0,
+             f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    summary, answers = summary_of(result.stdout)
+    dt.check(summary["streams_reopened"] >= 1,
+             f"no stream reopened: {summary}")
+    dt.check(summary["sent"] == 28 and summary["answered"] == 28 and
+             summary["unanswered"] == 0 and not summary["errors"],
+             f"not every frame answered once: {summary}")
+    ids = sorted(a["request_id"] for a in answers)
+    dt.check(len(set(ids)) == 28, f"answers: {ids}")
+
+
+def check_bad_fps(flags):
+    result = subprocess.run(
+        [flags.client, "stream", "--target", "127.0.0.1:1", "--dir",
+         flags.samples, "--fps", "0"], capture_output=True, text=True,
+        timeout=30)
+    dt.check(result.returncode == 2 and "--fps" in result.stderr,
+             f"--fps 0: exit {result.returncode}, stderr {result.stderr!r}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ("gateway", "client", "model_dir", "samples", "work_dir"):
+        parser.add_argument(f"--{name}", required=True)
+    flags = parser.parse_args()
+    work = Path(flags.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    check_bad_fps(flags)
+    check_reopens(flags, work)
+    print("PASS")
+
+
+if __name__ == "__main__":
+    sys.exit(dt.main_wrapper(main))
