@@ -115,6 +115,35 @@ EDGE_VECTORIZED void ConvertRow(const float* src, int n, DataType type,
   for (int i = 0; i < n; ++i) o[i] = FloatToBf16(src[i]);
 }
 
+// Patch rows [begin, end) of Patchify: row r = (image b, grid cell gy, gx)
+// holds the cell's 3 x P x P pixels, channel-major. One clone call per
+// chunk, not per P-pixel run: per run (16 floats at P = 16) the indirect
+// call of the clone cost more than the copy (2.4% of a bf16 batch).
+EDGE_VECTORIZED void PatchifyChunk(const float* images, int64_t begin,
+                                   int64_t end, int g, int p, int s,
+                                   MatrixRef dst) {
+  const int patch_len = 3 * p * p;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t b = r / (g * g), gy = r / g % g, gx = r % g;
+    for (int ch = 0; ch < 3; ++ch) {
+      for (int py = 0; py < p; ++py) {
+        const float* src =
+            images + ((b * 3 + ch) * s + gy * p + py) * s + gx * p;
+        const int64_t at = r * patch_len + (ch * p + py) * p;
+        if (dst.type == DataType::f32) {
+          float* o = static_cast<float*>(dst.data) + at;
+#pragma omp simd
+          for (int i = 0; i < p; ++i) o[i] = src[i];
+        } else {
+          uint16_t* o = static_cast<uint16_t*>(dst.data) + at;
+#pragma omp simd
+          for (int i = 0; i < p; ++i) o[i] = FloatToBf16(src[i]);
+        }
+      }
+    }
+  }
+}
+
 EDGE_VECTORIZED void AddRow(const float* a, const float* b, int d, float* o) {
 #pragma omp simd
   for (int i = 0; i < d; ++i) o[i] = a[i] + b[i];
@@ -207,22 +236,10 @@ void LayerNormRows(const float* src, int64_t rows, int d, const float* gamma,
 
 void Patchify(const float* images, int batch, int image_size, int patch,
               MatrixRef dst) {
-  const int g = image_size / patch, p = patch, s = image_size;
-  const int patch_len = 3 * p * p;
+  const int g = image_size / patch;
   const int64_t rows = static_cast<int64_t>(batch) * g * g;
-  const size_t elem = ElementSize(dst.type);
-  ParallelRows(rows, patch_len, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t b = r / (g * g), gy = r / g % g, gx = r % g;
-      char* out = static_cast<char*>(dst.data) + r * patch_len * elem;
-      for (int ch = 0; ch < 3; ++ch) {
-        for (int py = 0; py < p; ++py) {
-          const float* src =
-              images + ((b * 3 + ch) * s + gy * p + py) * s + gx * p;
-          ConvertRow(src, p, dst.type, out + (ch * p + py) * p * elem);
-        }
-      }
-    }
+  ParallelRows(rows, 3 * patch * patch, [&](int64_t begin, int64_t end) {
+    PatchifyChunk(images, begin, end, g, patch, image_size, dst);
   });
 }
 
