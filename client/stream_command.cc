@@ -10,11 +10,14 @@
 // cannot hang the client.
 //
 // A stream the gateway ends UNAVAILABLE while frames are due or unanswered
-// (its max_connection_age_ms: GOAWAY, then the stream is cancelled after a
-// grace period; 5 minutes by default) is reopened, as a camera would: the
-// unanswered frames are sent again on the new stream, their latency still
-// running from their due time, and the schedule goes on. The summary counts
-// the reopened streams; other ends of a stream end the session.
+// is reopened, as a camera would: that is how a connection older than the
+// gateway's max_connection_age_ms (5 minutes by default) ends, with GOAWAY
+// and then, 10 s later, the stream cancelled. The unanswered frames are
+// sent again on the new stream, their latency still running from their due
+// time, and the schedule goes on. Only a stream that got somewhere (a frame
+// sent or answered) is reopened, so an unreachable gateway fails at once.
+// The summary counts the reopened streams; other ends of a stream end the
+// session.
 //
 // Latency runs from a frame's due time to its answer. The two differ only
 // when gRPC flow control holds the writer back, and that wait is the
@@ -120,8 +123,8 @@ class StreamSession {
   std::vector<double> latencies_ms_;
 };
 
-// Reopening stops after this many streams: a gateway that keeps ending
-// streams at once is failing, not rotating connections.
+// Reopening stops after this many reopens: a gateway that keeps ending
+// streams is failing, not rotating connections.
 constexpr int kMaxReopens = 100;
 
 int StreamSession::Run() {
@@ -139,17 +142,19 @@ int StreamSession::Run() {
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             deadline - Clock::now()));
     std::unique_ptr<Stream> stream = stub_.ClassifyStream(&context);
+    const int64_t sent_before = sent_, answered_before = answered_;
     std::thread reader([this, &stream] { ReadAnswers(*stream); });
     const bool sent_all = Resend(*stream) && SendFrames(*stream, start);
     stream->WritesDone();
     reader.join();
     status = ToAbslStatus(stream->Finish());
+    const bool progressed = sent_ > sent_before || answered_ > answered_before;
     bool unfinished = !sent_all;
     {
       absl::MutexLock lock(&mu_);
       unfinished = unfinished || !pending_.empty();
     }
-    if (!absl::IsUnavailable(status) || !unfinished ||
+    if (!absl::IsUnavailable(status) || !unfinished || !progressed ||
         Clock::now() >= deadline || stream_number >= kMaxReopens) {
       break;
     }

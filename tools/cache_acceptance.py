@@ -23,8 +23,9 @@ adaptive minus LRU-at-peak, the adaptive cache's resizes (up/down), and
 whether the acceptance criterion holds (adaptive >= 95% of Belady and >=
 LRU at the same peak bytes). A0/Belady is the static oracle's share
 (cache/sim/static_oracle_sim.h): about the best any online policy reaches
-on the iid traces, so where it is below 0.95 the criterion is out of reach
-there. Exit code 0 unless a tool fails; with --strict
+on the iid traces (in expectation, with hindsight counts standing in for
+the true popularities), so where it is well below 0.95 the criterion is
+practically out of reach there. Exit code 0 unless a tool fails; with --strict
 also 1 if a row misses the criterion.
 """
 

@@ -18,8 +18,9 @@ expert files cached; each expert load then reads from the disk.
 
 Slower storage: with --storage_latency_ms and/or --storage_read_mbps the
 gateway reads the model through tools/slow_storage.py, a FUSE mirror of
---model_dir that delays each read (root and /dev/fuse needed); every
-expert load then reads cold through the delays.
+--model_dir that delays each read (root and /dev/fuse needed); the mirror's
+expert files are then dropped from the page cache as with --cold, so loads
+read through the delays.
 """
 import argparse
 import contextlib
@@ -82,20 +83,23 @@ def slow_storage(args, workdir):
         return
     mount = workdir / "slow-model"
     mount.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "slow_storage.py"),
-         args.model_dir, str(mount),
-         "--latency_ms", str(args.storage_latency_ms),
-         "--read_mbps", str(args.storage_read_mbps)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log_path = workdir / "slow_storage.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tools" / "slow_storage.py"),
+             args.model_dir, str(mount),
+             "--latency_ms", str(args.storage_latency_ms),
+             "--read_mbps", str(args.storage_read_mbps)],
+            stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while not (mount / "manifest.json").exists():
             dt.check(proc.poll() is None and time.monotonic() < deadline,
-                     "slow_storage.py did not mount: "
-                     f"{proc.stderr.read().decode() if proc.poll() is not None else 'timeout'}")
+                     f"slow_storage.py did not mount:\n{log_path.read_text()}")
             time.sleep(0.05)
-        yield str(mount)
+        with PageCacheEvictor(expert_files(mount),
+                              args.evict_period_ms / 1e3):
+            yield str(mount)
     finally:
         unmount = shutil.which("fusermount") and ["fusermount", "-u"] or ["umount"]
         subprocess.run([*unmount, str(mount)], check=False)
@@ -148,7 +152,7 @@ def run_prefetch(args, budget, workdir):
             proc, port, mport = serve(args, budget, extra,
                                       workdir / f"prefetch{prefetch}-{repeat}.log")
             try:
-                if args.cold:
+                if args.cold and args.serve_dir == args.model_dir:
                     with PageCacheEvictor(files, args.evict_period_ms / 1e3):
                         report = load(args, port, mport, args.duration_s, args.warmup_s)
                 else:

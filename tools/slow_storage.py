@@ -11,12 +11,15 @@ no I/O wait to hide. Edge boxes keep models on eMMC, SD cards or network
 storage; this emulates those with the kernel's real page cache and mmap
 path (FUSE), for tools/cache_load_runs.py --storage_latency_ms.
 
-The kernel drops a FUSE file's cached pages when it is opened again (no
-`kernel_cache`), so every expert load that opens its file reads through
-the delays: a cold page cache for each load.
+The mirror is mounted with `kernel_cache`: the page cache keeps a file's
+pages across opens, as with a real disk (the gateway's read-ahead opens an
+expert file, asks for its pages and closes it; the loader opens it again).
+To make loads cold, drop the mirror files' pages (posix_fadvise DONTNEED),
+as tools/cache_load_runs.py does.
 
   /usr/bin/python3 tools/slow_storage.py SOURCE MOUNTPOINT --latency_ms 2
-  (runs in the foreground until unmounted: fusermount -u MOUNTPOINT)
+  (runs in the foreground until unmounted: umount MOUNTPOINT as root, or
+  fusermount -u MOUNTPOINT where installed)
 
 Needs /dev/fuse and Debian's python3-fusepy (tools/setup.sh installs it).
 """
@@ -63,8 +66,9 @@ class SlowMirror(fusepy.Operations):
         if self.read_bytes_per_s:
             with self.device:
                 start = max(time.monotonic(), self.busy_until)
-                self.busy_until = start + size / self.read_bytes_per_s
-            time.sleep(max(0.0, self.busy_until - time.monotonic()))
+                done = start + size / self.read_bytes_per_s
+                self.busy_until = done
+            time.sleep(max(0.0, done - time.monotonic()))
         return os.pread(fh, size, offset)
 
     def statfs(self, path):
@@ -86,7 +90,8 @@ def main():
     args = p.parse_args()
     fusepy.FUSE(SlowMirror(args.source, args.latency_ms / 1e3,
                            args.read_mbps * 1e6),
-                args.mountpoint, foreground=True, ro=True, nothreads=False)
+                args.mountpoint, foreground=True, ro=True, nothreads=False,
+                kernel_cache=True)
 
 
 if __name__ == "__main__":

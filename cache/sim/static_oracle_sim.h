@@ -5,13 +5,15 @@
 // other expert in turn.
 //
 // Why cache_sim runs it: under the independent reference model (every
-// access an independent draw from fixed popularities) A0 with the true
-// popularities has the highest expected hit rate of all online
-// demand-paging policies. On traces near that model (cache_acceptance's
-// "iid" fleets) its hit rate is therefore about what any online cache can
-// reach, and its gap to Belady's MIN is the price of not knowing the
-// future, which no online policy closes. Where accesses have locality or
-// drift (cameras that keep their scene) online policies can beat it.
+// access an independent draw from fixed popularities) and with equal-sized
+// experts, A0 with the true popularities has the highest expected hit rate
+// of all online demand-paging policies (with unequal sizes the greedy
+// choice here is only a heuristic). On traces near that model
+// (cache_acceptance's "iid" fleets) its hit rate is therefore about what any
+// online cache can reach, and its gap to Belady's MIN is the price of not
+// knowing the future, which no online policy closes. Where accesses have
+// locality or drift (cameras that keep their scene) online policies can beat
+// it.
 //
 // Needs the whole trace up front (it counts accesses first).
 #ifndef EDGE_CACHE_SIM_STATIC_ORACLE_SIM_H_

@@ -1,7 +1,9 @@
 // Kernels::Attention: multi-head attention as independent tiles of (image,
-// head, block of query rows), spread over the OpenMP threads by hand; each
-// thread runs oneDNN primitives single-threaded on its own tiles (oneDNN
-// does not open a nested parallel region).
+// head, block of query rows), spread over the OpenMP threads by hand. Where
+// the CPU has AVX-512 (AVX512-BF16 for bf16) and head_dim is a multiple of
+// 16, each tile is the engine's fused kernel (fused_attention.h); otherwise
+// each thread runs oneDNN primitives single-threaded on its own tiles
+// (oneDNN does not open a nested parallel region), as described below.
 //
 // Why tiles and not one batched matmul -> softmax -> batched matmul over the
 // whole batch (the previous design): a tile's scores (rows x T f32; 150 KB
@@ -12,9 +14,10 @@
 // waits for a descheduled thread. q, k and v are read in place from the qkv
 // matrix through strided memory descriptors: no copies (oneDNN picks
 // gemm:jit for the strided operands; dense copies would get brgemm, about
-// 10% faster on the two matmuls, which the copies cost back). The softmax
-// stays oneDNN's jit primitive: a hand-vectorised one measured no faster on
-// 196-wide rows (horizontal reductions and the 4-element tail per row).
+// 10% faster on the two matmuls, which the copies cost back). On this path
+// the softmax stays oneDNN's jit primitive: a hand-vectorised one alone
+// measured no faster on 196-wide rows; fused into the tile it is (it runs
+// on scores still in L1, and the division moves to the context).
 #include <omp.h>
 
 #include <algorithm>

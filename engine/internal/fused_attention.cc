@@ -14,7 +14,8 @@
 namespace edge::internal {
 namespace {
 
-// Every function here carries the target itself, so the file builds for
+// Every function that uses intrinsics carries the target itself, so the
+// file builds for
 // the baseline ISA and FusedAttentionSupported() checks the CPU. One target
 // for all: GCC inlines a callee only into callers whose target includes
 // its own, and the micro-kernel is shared. The f32 instantiations use no
@@ -115,7 +116,8 @@ EDGE_AVX512 void Transpose16x16(const uint32_t* src, int64_t ld, uint32_t* dst,
 // kp[w * padded + j] = word w of key j (k viewed as words, `ld` words
 // apart); keys tokens..padded are zero. Whole 16 x 16 blocks are
 // transposed in registers, the rest (the last keys, and the words past a
-// multiple of 16 when a bf16 head has 16 or 48 elements) word by word.
+// multiple of 16 when a bf16 head_dim is an odd multiple of 16) word by
+// word.
 EDGE_AVX512 void PackKeys(const uint32_t* k, int64_t ld, int64_t tokens,
                           int words, int64_t padded, uint32_t* kp) {
   const int64_t full_keys = tokens / kLanes * kLanes;

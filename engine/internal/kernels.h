@@ -86,7 +86,7 @@ class ExecContext {
     explicit ThreadSlot(const dnnl::engine& engine) : stream(engine) {}
     dnnl::stream stream;
     AlignedBuffer scratchpad;
-    AlignedBuffer scores;  // f32 attention scores of one tile.
+    AlignedBuffer scores;  // a tile's f32 scores, or a fused tile's scratch
     AlignedBuffer probs;   // softmax output, activation type.
     CallCache calls;
   };

@@ -3,7 +3,8 @@
 age out after 1 s (max_connection_age_ms: GOAWAY, then the stream is
 cancelled after the 10 s grace): the client reopens the stream, sends the
 unanswered frames again and answers every frame; its summary counts the
-reopened stream. Then a bad --fps exits 2 with a message."""
+reopened stream. An unreachable gateway fails at once (exit 1, nothing
+reopened), and a bad --fps exits 2 with a message."""
 
 import argparse
 import json
@@ -55,6 +56,18 @@ def check_bad_fps(flags):
              f"--fps 0: exit {result.returncode}, stderr {result.stderr!r}")
 
 
+def check_unreachable(flags):
+    result = subprocess.run(
+        [flags.client, "stream", "--target", "127.0.0.1:1", "--dir",
+         flags.samples, "--fps", "2", "--timeout_ms", "3000"],
+        capture_output=True, text=True, timeout=30)
+    summary, _ = summary_of(result.stdout)
+    dt.check(result.returncode == 1 and summary["streams_reopened"] == 0 and
+             summary["stream_status"]["code"] == "UNAVAILABLE" and
+             summary["seconds"] < 2,
+             f"unreachable: exit {result.returncode}, {summary}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     for name in ("gateway", "client", "model_dir", "samples", "work_dir"):
@@ -63,6 +76,7 @@ def main():
     work = Path(flags.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     check_bad_fps(flags)
+    check_unreachable(flags)
     check_reopens(flags, work)
     print("PASS")
 
