@@ -22,9 +22,10 @@ class MappedFile {
   // size() == 0 and data() == nullptr.
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(
       const std::string& path);
-  // Asks the kernel to start reading `path` into the page cache in the
-  // background (posix_fadvise WILLNEED) and returns at once. Best effort:
-  // errors are ignored, a later Open() reports them.
+  // Asks the kernel to start reading all of `path` into the page cache in
+  // the background (posix_fadvise WILLNEED, one call per readahead window)
+  // and returns once the reads are queued. Best effort: errors are
+  // ignored, a later Open() reports them.
   static void ReadAhead(const std::string& path);
 
   MappedFile(const MappedFile&) = delete;
