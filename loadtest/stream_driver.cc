@@ -24,7 +24,9 @@ using Stream = grpc::ClientReaderWriter<ClassifyRequest, ClassifyResponse>;
 // (max_connection_age_ms: GOAWAY, then the stream is cancelled after its
 // grace) is reopened, as a camera would: the unanswered frames are sent
 // again on the new stream (their latency still runs from their due time)
-// and the schedule continues. Other ends are reported as stream failures.
+// and the schedule continues. Only a stream that got somewhere (a frame
+// sent or answered) is reopened, so an unreachable gateway fails at once.
+// Other ends are reported as stream failures.
 class CameraSession {
  public:
   CameraSession(const LoadContext& context, int camera)
@@ -57,6 +59,7 @@ class CameraSession {
   ClientLog log_;
   std::string failure_;     // Code name if the stream ended badly.
   int64_t unexpected_ = 0;  // Written by the reader thread only.
+  int64_t answers_ = 0;     // Written by the reader thread only.
   int64_t send_end_ns_ = 0;
   int64_t max_send_lag_ns_ = 0;
   int64_t reopened_ = 0;
@@ -88,14 +91,16 @@ void CameraSession::Run() {
         std::chrono::duration_cast<std::chrono::system_clock::duration>(
             deadline - Clock::now()));
     std::unique_ptr<Stream> stream = stub->ClassifyStream(&call);
+    const int64_t next_before = next, answers_before = answers_;
     std::thread reader([this, &stream] { ReadAnswers(*stream); });
     const bool sent_all = Resend(*stream) && SendFrames(*stream, &next, rng);
     stream->WritesDone();
     reader.join();
     const grpc::Status status = stream->Finish();
     const bool unfinished = !sent_all || !log_.InFlight().empty();
+    const bool progressed = next > next_before || answers_ > answers_before;
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE && unfinished &&
-        Clock::now() < deadline && stream_number < kMaxReopens) {
+        progressed && Clock::now() < deadline && stream_number < kMaxReopens) {
       ++reopened_;
       // A pause, so that a server refusing every stream (shutting down) is
       // not hammered; frames due meanwhile go out late, their latency
@@ -168,6 +173,7 @@ bool CameraSession::SendFrame(Stream& stream, Clock::time_point due,
 void CameraSession::ReadAnswers(Stream& stream) {
   ClassifyResponse response;
   while (stream.Read(&response)) {
+    ++answers_;
     const int64_t now_ns = SinceStartNs(context_, Clock::now());
     int64_t index = -1;
     if (!absl::SimpleAtoi(response.request_id(), &index) ||
