@@ -36,14 +36,14 @@ def ratios(runtimes: dict, batches: list[int], ours: str = "engine") -> dict:
         if name.startswith("engine") or engine is None:
             continue
         for batch in batches:
-            ours, theirs = _result(engine, batch), _result(report, batch)
-            if ours is None or theirs is None:
+            mine, theirs = _result(engine, batch), _result(report, batch)
+            if mine is None or theirs is None:
                 continue
             out.setdefault(name, {})[str(batch)] = {
-                "throughput": ours["images_per_s"] / theirs["images_per_s"],
-                "latency_mean": ours["ms_per_batch_mean"]
+                "throughput": mine["images_per_s"] / theirs["images_per_s"],
+                "latency_mean": mine["ms_per_batch_mean"]
                 / theirs["ms_per_batch_mean"],
-                "latency_p50": ours["ms_per_batch_p50"]
+                "latency_p50": mine["ms_per_batch_p50"]
                 / theirs["ms_per_batch_p50"]}
     return out
 
