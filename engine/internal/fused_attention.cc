@@ -314,24 +314,32 @@ EDGE_AVX512 void RowBlock(const TileArgs& t, int64_t i0) {
   }
 }
 
-// Scratch layout, in words: packed keys, scores, probabilities, then (bf16)
-// value pairs.
+// Scratch layout, in words from the start: packed keys, scores,
+// probabilities, then (bf16) value pairs. Every part starts 64-byte
+// aligned: `padded` is a multiple of 16 words.
 template <typename E>
-size_t ScratchWords(int64_t tokens, int head_dim) {
-  const int64_t padded = PaddedTokens(tokens);
-  const int64_t pairs = E::kPerWord == 2 ? (tokens + 1) / 2 * head_dim : 0;
-  return static_cast<size_t>(padded * (head_dim / E::kPerWord + kRowBlock) +
-                             padded * kRowBlock / E::kPerWord + pairs);
-}
+struct ScratchLayout {
+  ScratchLayout(int64_t tokens, int head_dim)
+      : padded(PaddedTokens(tokens)),
+        words(head_dim / E::kPerWord),
+        scores(words * padded),
+        probs(scores + kRowBlock * padded),
+        pairs(probs + kRowBlock * padded / E::kPerWord),
+        total(pairs + (E::kPerWord == 2 ? (tokens + 1) / 2 * head_dim : 0)) {}
+  int64_t padded;                       // tokens rounded up to 16
+  int words;                            // words per key row
+  int64_t scores, probs, pairs, total;  // offsets, and the size
+};
 
 template <typename E>
 void Tile(const TileSpec& s, void* scratch, bool kv_packed) {
-  const int64_t padded = PaddedTokens(s.tokens);
-  const int words = s.head_dim / E::kPerWord;
+  const ScratchLayout<E> layout(s.tokens, s.head_dim);
+  const int64_t padded = layout.padded;
+  const int words = layout.words;
   auto* keys = static_cast<uint32_t*>(scratch);
-  auto* scores = reinterpret_cast<float*>(keys + words * padded);
-  auto* probs = reinterpret_cast<uint32_t*>(scores + kRowBlock * padded);
-  uint32_t* pairs = probs + kRowBlock * padded / E::kPerWord;
+  auto* scores = reinterpret_cast<float*>(keys + layout.scores);
+  uint32_t* probs = keys + layout.probs;
+  uint32_t* pairs = keys + layout.pairs;
   const int64_t ld = s.ld / E::kPerWord;
   if (!kv_packed) {
     PackKeys(static_cast<const uint32_t*>(s.k), ld, s.tokens, words, padded,
@@ -391,9 +399,10 @@ bool FusedAttentionSupported(DataType type, int head_dim) {
 }
 
 size_t FusedAttentionScratchBytes(DataType type, int64_t tokens, int head_dim) {
-  return sizeof(uint32_t) * (type == DataType::f32
-                                 ? ScratchWords<F32>(tokens, head_dim)
-                                 : ScratchWords<Bf16>(tokens, head_dim));
+  return sizeof(uint32_t) *
+         static_cast<size_t>(type == DataType::f32
+                                 ? ScratchLayout<F32>(tokens, head_dim).total
+                                 : ScratchLayout<Bf16>(tokens, head_dim).total);
 }
 
 void FusedAttentionTile(DataType type, const TileSpec& spec, void* scratch,
