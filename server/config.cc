@@ -269,6 +269,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   if (auto dtype = ParseComputeDtype(c.compute_dtype()); !dtype.ok()) {
     return invalid("compute_dtype: ", dtype.status().message());
   }
+  if (c.engine_spin_count() < -1) {
+    return invalid("engine_spin_count must be >= -1, got ",
+                   c.engine_spin_count());
+  }
   if (c.engine_threads() < 0 || c.engine_threads() > 1024) {
     return invalid("engine_threads must be in [0, 1024], got ",
                    c.engine_threads());

@@ -95,7 +95,9 @@ class StreamReactor final
     }
     ClassifyCall call;
     call.deadline_us = service_->DeadlineUs(nullptr, request.timeout_us());
-    call.request = std::move(request);
+    auto owned = std::make_shared<ClassifyRequest>(std::move(request));
+    call.request = owned.get();
+    call.owner = std::move(owned);
     call.done = [this, start](absl::Status status, ClassifyResponse response) {
       Answer(status, std::move(response), start);
     };
@@ -202,7 +204,7 @@ grpc::ServerUnaryReactor* GatewayService::Classify(
     reactor->Finish(ToGrpcStatus(status));
   };
   ClassifyCall call;
-  call.request = *request;
+  call.request = request;  // gRPC keeps it until Finish(): no copy.
   call.deadline_us = DeadlineUs(context, request->timeout_us());
   call.done = finish;
   absl::Status admitted = pipeline_->Submit(std::move(call));

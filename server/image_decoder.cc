@@ -145,6 +145,21 @@ absl::StatusOr<DecodeInfo> ImageDecoder::DecodeEncoded(std::string_view bytes,
   return info;
 }
 
+absl::StatusOr<DecodeCost> ImageDecoder::ProbeEncoded(
+    std::string_view bytes) const {
+  DecodeCost cost;
+  if (StartsWith(bytes, kPngMagic) && bytes.size() >= 24) {
+    auto be32 = [&](size_t at) {
+      const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+      return (uint64_t{p[at]} << 24) | (p[at + 1] << 16) | (p[at + 2] << 8) |
+             p[at + 3];
+    };
+    cost.work_pixels = be32(16) * be32(20);
+    cost.peak_bytes = cost.work_pixels * 3;
+  }
+  return cost;
+}
+
 absl::Status ImageDecoder::FromRgb(std::string_view pixels, int width,
                                    int height, float* out) const {
   RETURN_IF_ERROR(

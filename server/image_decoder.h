@@ -94,8 +94,15 @@ struct DecodeInfo {
   int decoded_height = 0;
 };
 
+// TEMPORARY (replaced by the codec branch's probe).
+struct DecodeCost {
+  uint64_t peak_bytes = 0;
+  uint64_t work_pixels = 0;
+};
+
 class ImageDecoder {
  public:
+  absl::StatusOr<DecodeCost> ProbeEncoded(std::string_view bytes) const;
   // INVALID_ARGUMENT naming the field if `options` are unusable.
   static absl::StatusOr<std::unique_ptr<ImageDecoder>> Create(
       ImageDecoderOptions options);

@@ -13,6 +13,11 @@ using gateway::v1::ClassifyResponse;
 
 struct InferencePipeline::Task {
   ClassifyCall call;
+  // Bytes reserved in the memory budget from admission to the answer
+  // (payload + decoded tensor), and during the decode only (its peak).
+  uint64_t held_bytes = 0;
+  uint64_t decode_peak_bytes = 0;
+  bool costly = false;  // more than kCheapWorkPixels of decode work
   int64_t admitted_us = 0;
   int64_t decode_us = 0;
   std::vector<float> image;  // 3*S*S normalised floats once decoded.
@@ -25,6 +30,17 @@ struct InferencePipeline::Task {
 namespace {
 
 double Seconds(int64_t us) { return static_cast<double>(us) * 1e-6; }
+
+// Decode work up to a full-HD frame (1920 x 1080 = 2.07 MP) is cheap: such
+// a JPEG decodes in ~10 ms here (in ~3 ms at the DCT scale a 224 model
+// needs), and it is the common camera frame. Anything larger takes its turn
+// on the costly lane (see the header).
+constexpr uint64_t kCheapWorkPixels = 1920 * 1080;
+
+std::string Mib(uint64_t bytes) {
+  return absl::StrCat(absl::SixDigits(static_cast<double>(bytes) / (1 << 20)),
+                      " MiB");
+}
 
 // Softmax probabilities of the `k` largest logits, highest first.
 void FillTop(const std::vector<float>& logits,
@@ -85,7 +101,7 @@ void FillTokenExperts(const LayerRouting& r, int k,
 
 absl::StatusOr<std::unique_ptr<InferencePipeline>> InferencePipeline::Create(
     VmoeEngine* engine, const ImageDecoder* decoder, GatewayMetrics* metrics,
-    InferencePipelineOptions options) {
+    InferencePipelineOptions options, MemoryBudget* memory) {
   if (engine == nullptr || decoder == nullptr) {
     return absl::InvalidArgumentError("engine and decoder are required");
   }
@@ -97,7 +113,7 @@ absl::StatusOr<std::unique_ptr<InferencePipeline>> InferencePipeline::Create(
     return absl::InvalidArgumentError("decoder and model image sizes differ");
   }
   auto pipeline = std::unique_ptr<InferencePipeline>(
-      new InferencePipeline(engine, decoder, metrics, options));
+      new InferencePipeline(engine, decoder, metrics, options, memory));
   InferencePipeline* p = pipeline.get();
   auto batcher = DynamicBatcher<Task>::Create(
       options.batcher,
@@ -121,23 +137,26 @@ absl::StatusOr<std::unique_ptr<InferencePipeline>> InferencePipeline::Create(
 InferencePipeline::InferencePipeline(VmoeEngine* engine,
                                      const ImageDecoder* decoder,
                                      GatewayMetrics* metrics,
-                                     InferencePipelineOptions options)
+                                     InferencePipelineOptions options,
+                                     MemoryBudget* memory)
     : engine_(engine),
       decoder_(decoder),
       metrics_(metrics),
       options_(std::move(options)),
       image_floats_(3ull * engine->config().image_size *
-                    engine->config().image_size) {}
+                    engine->config().image_size),
+      memory_(memory),
+      max_costly_decodes_(std::max(1, options_.decode_threads - 1)) {}
 
 InferencePipeline::~InferencePipeline() { Drain(absl::InfiniteDuration()); }
 
 absl::Status InferencePipeline::Submit(ClassifyCall call) {
-  if (call.request.top_k() > options_.max_top_k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("top_k ", call.request.top_k(), " exceeds max_top_k ",
-                     options_.max_top_k));
+  const ClassifyRequest& r = *call.request;
+  if (r.top_k() > options_.max_top_k) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "top_k ", r.top_k(), " exceeds max_top_k ", options_.max_top_k));
   }
-  if (call.request.image_case() == ClassifyRequest::IMAGE_NOT_SET) {
+  if (r.image_case() == ClassifyRequest::IMAGE_NOT_SET) {
     return absl::InvalidArgumentError(
         "the request has no image (set encoded, rgb or tensor)");
   }
@@ -152,14 +171,91 @@ absl::Status InferencePipeline::Submit(ClassifyCall call) {
         "queue full: ", waiting_, " requests waiting (max_queue_size ",
         options_.max_queue_size, "); retry later"));
   }
+  if (absl::Status admitted = Admit(*task); !admitted.ok()) return admitted;
   ++waiting_;
   ++inflight_;
   if (metrics_ != nullptr) {
     metrics_->SetQueued(waiting_);
     metrics_->AddInflight(1);
   }
-  decode_queue_.push_back(std::move(task));
+  (task->costly ? costly_queue_ : cheap_queue_).push_back(std::move(task));
   return absl::OkStatus();
+}
+
+absl::Status InferencePipeline::Admit(Task& task) {
+  const ClassifyRequest& r = *task.call.request;
+  uint64_t work_pixels = 0;
+  if (r.image_case() == ClassifyRequest::kEncoded) {
+    // Reads the header only; a header that does not parse is refused here.
+    auto cost = decoder_->ProbeEncoded(r.encoded());
+    if (!cost.ok()) return cost.status();
+    task.decode_peak_bytes = cost->peak_bytes;
+    work_pixels = cost->work_pixels;
+  }
+  // Raw pixels are resized in place from the message and tensors copied:
+  // both cheap (the bilinear resize reads 4 source pixels per output one).
+  task.costly = work_pixels > kCheapWorkPixels;
+  task.held_bytes = r.ByteSizeLong() + image_floats_ * sizeof(float);
+  if (memory_ == nullptr) return absl::OkStatus();
+  const uint64_t needed = task.held_bytes + task.decode_peak_bytes;
+  if (!memory_->Fits(needed)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this request needs ", Mib(needed), " (", Mib(task.held_bytes),
+        " to hold, ", Mib(task.decode_peak_bytes),
+        " to decode) but requests in flight may use at most ",
+        Mib(memory_->capacity_bytes()),
+        " in all (memory_limit_bytes); send a smaller image"));
+  }
+  if (!memory_->TryReserve(task.held_bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "memory for requests in flight is full (", Mib(memory_->held_bytes()),
+        " of ", Mib(memory_->capacity_bytes()), " held, this request needs ",
+        Mib(task.held_bytes), "); retry later"));
+  }
+  return absl::OkStatus();
+}
+
+bool InferencePipeline::DecodeReadyLocked() const {
+  if (stop_decoders_) return true;
+  auto fits = [this](const Task& t) {
+    return memory_ == nullptr || memory_->held_bytes() + t.decode_peak_bytes <=
+                                     memory_->capacity_bytes();
+  };
+  if (!cheap_queue_.empty() && fits(*cheap_queue_.front())) return true;
+  return !costly_queue_.empty() && costly_decoding_ < max_costly_decodes_ &&
+         fits(*costly_queue_.front());
+}
+
+std::unique_ptr<InferencePipeline::Task> InferencePipeline::NextDecodeLocked() {
+  while (true) {
+    mu_.Await(absl::Condition(
+        +[](InferencePipeline* p)
+             ABSL_NO_THREAD_SAFETY_ANALYSIS { return p->DecodeReadyLocked(); },
+        this));
+    // Draining decodes what is queued (each task is answered) before the
+    // workers stop; memory is no reason to wait then.
+    const bool stopping = stop_decoders_;
+    for (auto* queue : {&cheap_queue_, &costly_queue_}) {
+      if (queue->empty()) continue;
+      if (queue == &costly_queue_ && !stopping &&
+          costly_decoding_ >= max_costly_decodes_) {
+        continue;
+      }
+      Task& front = *queue->front();
+      if (memory_ != nullptr && !stopping &&
+          !memory_->TryReserve(front.decode_peak_bytes)) {
+        continue;
+      }
+      if (memory_ != nullptr && stopping) {
+        memory_->TryReserve(front.decode_peak_bytes);
+      }
+      std::unique_ptr<Task> task = std::move(queue->front());
+      queue->pop_front();
+      if (task->costly) ++costly_decoding_;
+      return task;
+    }
+    if (stopping) return nullptr;
+  }
 }
 
 void InferencePipeline::DecodeLoop() {
@@ -167,15 +263,16 @@ void InferencePipeline::DecodeLoop() {
     std::unique_ptr<Task> task;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !decode_queue_.empty() || stop_decoders_;
-      };
-      mu_.Await(absl::Condition(&ready));
-      if (decode_queue_.empty()) return;
-      task = std::move(decode_queue_.front());
-      decode_queue_.pop_front();
+      task = NextDecodeLocked();
     }
+    if (task == nullptr) return;
     absl::Status status = Decode(*task);
+    {
+      absl::MutexLock lock(&mu_);
+      if (memory_ != nullptr) memory_->Release(task->decode_peak_bytes);
+      task->decode_peak_bytes = 0;
+      if (task->costly) --costly_decoding_;
+    }
     if (status.ok()) status = batcher_->Submit(&task);
     if (!status.ok()) Answer(*task, status, {});
   }
@@ -188,7 +285,7 @@ absl::Status InferencePipeline::Decode(Task& task) {
     return absl::DeadlineExceededError("deadline passed before decoding");
   }
   task.image.resize(image_floats_);
-  const ClassifyRequest& r = task.call.request;
+  const ClassifyRequest& r = *task.call.request;
   absl::Status status;
   switch (r.image_case()) {
     case ClassifyRequest::kEncoded:
@@ -277,7 +374,7 @@ void InferencePipeline::RecordAnswerMetrics(
 ClassifyResponse InferencePipeline::BuildResponse(
     const Task& task, const ImageResult& result, const RunTiming& timing,
     int batch_size, int64_t batch_start_us) const {
-  const ClassifyRequest& r = task.call.request;
+  const ClassifyRequest& r = *task.call.request;
   const ModelConfig& c = engine_->config();
   ClassifyResponse out;
   const uint32_t k = r.top_k() == 0 ? options_.default_top_k : r.top_k();
@@ -312,10 +409,14 @@ ClassifyResponse InferencePipeline::BuildResponse(
 
 void InferencePipeline::Answer(Task& task, absl::Status status,
                                ClassifyResponse response) {
-  response.set_request_id(task.call.request.request_id());
+  response.set_request_id(task.call.request->request_id());
   response.mutable_timing()->set_total_us(now_us() - task.admitted_us);
+  // The decoded tensor is no longer needed; the payload goes with the call.
+  task.image = {};
   task.call.done(std::move(status), std::move(response));
   absl::MutexLock lock(&mu_);
+  if (memory_ != nullptr) memory_->Release(task.held_bytes);
+  task.held_bytes = 0;
   if (task.waiting) --waiting_;  // answered before reaching a batch.
   --inflight_;
   if (metrics_ != nullptr) {

@@ -7,7 +7,9 @@
 //     -> the request's callback with its ClassifyResponse.
 //
 // Contract: Submit() either refuses at once (UNAVAILABLE: queue full or
-// draining; INVALID_ARGUMENT: a request that can never succeed) and never
+// draining; RESOURCE_EXHAUSTED: the memory budget is full, or the request
+// needs more than all of it; INVALID_ARGUMENT: a request that can never
+// succeed, such as an image whose header is unreadable) and never
 // calls `done`, or admits the request and calls `done` exactly once, from
 // a pipeline thread, with OK and a response or with the request's error:
 // INVALID_ARGUMENT (bad image), DEADLINE_EXCEEDED (deadline passed before
@@ -17,8 +19,22 @@
 // timeout ran out). Nothing admitted is dropped.
 //
 // max_queue_size bounds the requests admitted and not yet computing
-// (decoding + waiting for a batch): memory stays bounded under any flood,
-// and a full queue answers at once instead of making callers wait.
+// (decoding + waiting for a batch), and the MemoryBudget (if any) the bytes
+// they hold (server/memory_budget.h): a request that does not fit is refused
+// at once with RESOURCE_EXHAUSTED; a full queue with UNAVAILABLE. Either way
+// callers are answered at once instead of made to wait.
+//
+// Decoding is scheduled by cost, which Submit() reads from the image's
+// header (ImageDecoder::Probe) before anything is decoded:
+//   - cheap frames (at most kCheapWorkPixels of decode work, a full-HD
+//     frame) are decoded before costly ones, in arrival order;
+//   - costly frames are decoded in arrival order on at most
+//     decode_threads - 1 threads at once (1 with a single thread), so with
+//     two or more threads one is always free for cheap frames: a burst of
+//     decompression bombs delays ordinary camera frames by at most one
+//     cheap decode, not by the whole burst;
+//   - a decode starts only when its peak memory fits the budget; until
+//     then it waits, and the other lane's frames that fit go first.
 //
 // Thread-safe.
 #ifndef EDGE_SERVER_INFERENCE_PIPELINE_H_
@@ -38,14 +54,15 @@
 #include "proto/gateway.pb.h"
 #include "server/dynamic_batcher.h"
 #include "server/image_decoder.h"
+#include "server/memory_budget.h"
 #include "server/metrics.h"
 
 namespace edge {
 
 struct InferencePipelineOptions {
   DynamicBatcherOptions batcher;
-  int max_queue_size = 256;    // ServerConfig's default.
-  int decode_threads = 1;      // ServerConfig's default.
+  int max_queue_size = 64;     // ServerConfig's default.
+  int decode_threads = 2;      // ServerConfig's default.
   uint32_t max_top_k = 100;    // ServerConfig's default.
   uint32_t default_top_k = 5;  // what top_k = 0 means (gateway.proto).
 };
@@ -55,7 +72,11 @@ using ClassifyDone =
     std::function<void(absl::Status, gateway::v1::ClassifyResponse)>;
 
 struct ClassifyCall {
-  gateway::v1::ClassifyRequest request;
+  // REQUIRES: valid until `done` has been called. gRPC owns a unary call's
+  // request until the call finishes, so it is used in place: a 120 MB raw
+  // frame is not copied. A stream's frames are owned by `owner`.
+  const gateway::v1::ClassifyRequest* request = nullptr;
+  std::shared_ptr<const void> owner;
   int64_t deadline_us = 0;  // absolute on now_us(); 0 = none.
   ClassifyDone done;
 };
@@ -63,9 +84,10 @@ struct ClassifyCall {
 class InferencePipeline {
  public:
   // REQUIRES: engine, decoder outlive the pipeline; metrics may be null.
+  // `memory` (may be null: no memory bound) must outlive the pipeline.
   static absl::StatusOr<std::unique_ptr<InferencePipeline>> Create(
       VmoeEngine* engine, const ImageDecoder* decoder, GatewayMetrics* metrics,
-      InferencePipelineOptions options);
+      InferencePipelineOptions options, MemoryBudget* memory = nullptr);
   ~InferencePipeline();  // Drains with no timeout if Drain() was not called.
 
   absl::Status Submit(ClassifyCall call);
@@ -80,7 +102,15 @@ class InferencePipeline {
  private:
   struct Task;
   InferencePipeline(VmoeEngine* engine, const ImageDecoder* decoder,
-                    GatewayMetrics* metrics, InferencePipelineOptions options);
+                    GatewayMetrics* metrics, InferencePipelineOptions options,
+                    MemoryBudget* memory);
+  // Reads the decode cost from the image's header and reserves the bytes
+  // the request holds; the refusal otherwise.
+  absl::Status Admit(Task& task);
+  // The next task a decode worker may start (its decode peak reserved), or
+  // null once stopped. REQUIRES: mu_ held.
+  std::unique_ptr<Task> NextDecodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool DecodeReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DecodeLoop();
   absl::Status Decode(Task& task);
   void RunBatch(std::vector<std::unique_ptr<Task>> batch);
@@ -100,8 +130,15 @@ class InferencePipeline {
   const InferencePipelineOptions options_;
   const size_t image_floats_;
 
+  MemoryBudget* const memory_;  // null: no memory bound
+  // Costly decodes allowed at once: decode_threads - 1, at least 1.
+  const int max_costly_decodes_;
+
   absl::Mutex mu_;
-  std::deque<std::unique_ptr<Task>> decode_queue_ ABSL_GUARDED_BY(mu_);
+  // Waiting to decode, by cost class, each in arrival order.
+  std::deque<std::unique_ptr<Task>> cheap_queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::unique_ptr<Task>> costly_queue_ ABSL_GUARDED_BY(mu_);
+  int costly_decoding_ ABSL_GUARDED_BY(mu_) = 0;
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;   // admitted, not yet computing.
   int inflight_ ABSL_GUARDED_BY(mu_) = 0;  // admitted, not yet answered.
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

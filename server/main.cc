@@ -14,20 +14,26 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cache/access_trace.h"
+#include "common/status_macros.h"
 #include "server/cache_warmup.h"
 #include "server/config.h"
 #include "server/gateway_service.h"
+#include "server/memory_budget.h"
+#include "server/memory_limit.h"
 #include "server/server_credentials.h"
 
 namespace edge {
@@ -164,6 +170,60 @@ void FinishCacheRecording(UsageProfileRecorder* recorder,
   }
 }
 
+// memory_limit_bytes, or the cgroup's limit, or half of the machine's.
+absl::StatusOr<MemoryLimit> ResolveMemoryLimit(const ServerConfig& config) {
+  if (config.memory_limit_bytes() > 0) {
+    return MemoryLimit{config.memory_limit_bytes(), "memory_limit_bytes"};
+  }
+  return DetectMemoryLimit();
+}
+
+// Bytes of every expert file of the model: what an unbounded cache would
+// hold once every expert was used (a little more when bf16 compute halves
+// f32 files).
+absl::StatusOr<uint64_t> AllExpertBytes(const std::string& model_dir) {
+  ASSIGN_OR_RETURN(ModelManifest manifest, ModelManifest::Load(model_dir));
+  const MoeSpec& moe = manifest.config().moe;
+  uint64_t total = 0;
+  for (int layer : moe.layers) {
+    for (int e = 0; e < moe.num_experts; ++e) {
+      total += manifest.FindFile(manifest.ExpertFile(layer, e))->size_bytes;
+    }
+  }
+  return total;
+}
+
+// cache_budget_bytes, or for 0: unbounded while every expert fits in half
+// the memory limit (nothing is ever evicted then), else half the limit,
+// which leaves the other half to the model's dense weights and requests.
+uint64_t ExpertCacheBudget(const ServerConfig& config, uint64_t limit_bytes,
+                           uint64_t all_expert_bytes) {
+  if (config.cache_budget_bytes() > 0) return config.cache_budget_bytes();
+  return all_expert_bytes <= limit_bytes / 2 ? 0 : limit_bytes / 2;
+}
+
+// After warm-up: what is left of the limit for requests in flight, or
+// FAILED_PRECONDITION naming the figures when too little is.
+absl::StatusOr<MemoryPlan> PlanRequestMemory(const MemoryLimit& limit,
+                                             uint64_t cache_budget_bytes,
+                                             uint64_t all_expert_bytes,
+                                             const VmoeEngine& engine) {
+  const uint64_t cache_max =
+      cache_budget_bytes > 0 ? cache_budget_bytes : all_expert_bytes;
+  const uint64_t resident = engine.cache_stats().resident_bytes;
+  MemoryPlan plan = PlanMemory(limit.bytes, limit.source, ResidentBytes(),
+                               cache_max > resident ? cache_max - resident : 0);
+  // 16 MiB: two full-HD RGB frames and their decodes; less cannot serve a
+  // camera.
+  if (plan.request_bytes < (16u << 20)) {
+    return absl::FailedPreconditionError(
+        plan.Describe() +
+        ": too little is left for requests; raise memory_limit_bytes or lower "
+        "cache_budget_bytes");
+  }
+  return plan;
+}
+
 // After max_connection_age_ms the server sends GOAWAY; calls still running
 // get this long to finish before the connection closes. 10 s covers a full
 // queue of batches (64 requests at ~110 ms per batch of 16 is ~0.5 s; a
@@ -179,9 +239,15 @@ int Serve(const ServerConfig& config) {
   // Before the engine: its cache records into the trace from the start.
   auto trace = OpenExpertTrace(config);
   if (!trace.ok()) return Fail(trace.status());
+  auto limit = ResolveMemoryLimit(config);
+  if (!limit.ok()) return Fail(limit.status());
+  auto all_expert_bytes = AllExpertBytes(config.model_dir());
+  if (!all_expert_bytes.ok()) return Fail(all_expert_bytes.status());
+  const uint64_t cache_budget =
+      ExpertCacheBudget(config, limit->bytes, *all_expert_bytes);
   EngineOptions engine_options;
   engine_options.max_batch_size = config.max_batch_size();
-  engine_options.cache.budget_bytes = config.cache_budget_bytes();
+  engine_options.cache.budget_bytes = cache_budget;
   ApplyExpertCacheConfig(config, trace->get(), &engine_options);
   engine_options.num_threads = config.engine_threads();
   // ValidateServerConfig() accepted the name.
@@ -229,11 +295,20 @@ int Serve(const ServerConfig& config) {
   pipeline_options.max_queue_size = config.max_queue_size();
   pipeline_options.decode_threads = config.decode_threads();
   pipeline_options.max_top_k = config.max_top_k();
-  auto pipeline = InferencePipeline::Create(engine_ptr, decoder->get(),
-                                            metrics->get(), pipeline_options);
+  // Until warm-up has shown the model's resident size (PlanRequestMemory),
+  // requests may hold a quarter of the limit.
+  MemoryBudget request_memory(limit->bytes / 4);
+  // 1 s: RSS is back within about a second of a burst's end. 4 MiB: a
+  // trim walks every arena's free lists (~1 ms), so not for less; 16
+  // concurrent 16 MiB messages left 10 MiB of gRPC's freed read buffers in
+  // an arena, a third of fashion-vmoe's idle 29 MiB.
+  MemoryTrimmer trimmer(&request_memory, absl::Seconds(1), 4u << 20);
+  auto pipeline =
+      InferencePipeline::Create(engine_ptr, decoder->get(), metrics->get(),
+                                pipeline_options, &request_memory);
   if (!pipeline.ok()) return Fail(pipeline.status());
   GatewayService service(pipeline->get(), engine_ptr, metrics->get(),
-                         config.max_batch_size(), config.cache_budget_bytes());
+                         config.max_batch_size(), cache_budget);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -255,10 +330,18 @@ int Serve(const ServerConfig& config) {
   // clear message: a raw RGB frame of max_image_pixels (3 bytes a pixel) or
   // an encoded one of max_image_bytes, plus 64 KiB for the other fields.
   // Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED).
+  // The transport's buffers are bounded by gRPC's memory quota, and no one
+  // message may take more than half of it (server/memory_budget.h): gRPC
+  // refuses a larger one (RESOURCE_EXHAUSTED "Received message larger than
+  // max") before buffering it.
+  const uint64_t transport = TransportQuotaBytes(limit->bytes);
   const uint64_t largest = std::max<uint64_t>(config.max_image_bytes(),
                                               3 * config.max_image_pixels());
-  builder.SetMaxReceiveMessageSize(
-      static_cast<int>(std::min<uint64_t>(largest + 65536, INT32_MAX)));
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<uint64_t>({largest + 65536, transport / 2, INT32_MAX})));
+  grpc::ResourceQuota transport_quota("edge_gateway_transport");
+  transport_quota.Resize(transport);
+  builder.SetResourceQuota(transport_quota);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -271,6 +354,11 @@ int Serve(const ServerConfig& config) {
   if (auto s = WarmUp(**engine, config); !s.ok()) return Fail(s);
   auto profile_recorder = StartCacheProfile(config, engine_ptr);
   if (!profile_recorder.ok()) return Fail(profile_recorder.status());
+  auto plan =
+      PlanRequestMemory(*limit, cache_budget, *all_expert_bytes, **engine);
+  if (!plan.ok()) return Fail(plan.status());
+  request_memory.SetCapacity(plan->request_bytes);
+  Log(plan->Describe());
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
   Log("transport: " + DescribeTransportSecurity(config));
@@ -308,7 +396,31 @@ int Serve(const ServerConfig& config) {
 }  // namespace
 }  // namespace edge
 
+namespace edge {
+namespace {
+
+// libgomp reads GOMP_SPINCOUNT once, when it is loaded, before main():
+// setting it here takes a new image of the process. Skipped when the user
+// set OpenMP's wait variables (theirs win) or the field is -1; the marker
+// variable stops a second exec if the first did not take.
+void ApplyEngineSpinCount(const ServerConfig& config, char** argv) {
+  if (config.engine_spin_count() < 0 || std::getenv("OMP_WAIT_POLICY") ||
+      std::getenv("GOMP_SPINCOUNT") || std::getenv("EDGE_GATEWAY_SPIN_SET")) {
+    return;
+  }
+  const std::string count = std::to_string(config.engine_spin_count());
+  setenv("GOMP_SPINCOUNT", count.c_str(), 1);
+  setenv("EDGE_GATEWAY_SPIN_SET", "1", 1);
+  execv("/proc/self/exe", argv);
+  Log(absl::StrCat("cannot re-execute to set GOMP_SPINCOUNT=", count, ": ",
+                   std::strerror(errno), "; OpenMP keeps its default"));
+}
+
+}  // namespace
+}  // namespace edge
+
 int main(int argc, char** argv) {
+  edge::ConfigureMalloc();
   // Block the shutdown signals before any thread exists (gRPC, oneDNN and
   // our workers inherit the mask), so only sigwait() in Serve() sees them.
   sigset_t signals;
@@ -331,5 +443,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!config.ok()) return edge::Fail(config.status());
+  edge::ApplyEngineSpinCount(*config, argv);
   return edge::Serve(*config);
 }

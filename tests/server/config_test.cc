@@ -8,6 +8,7 @@
 #include "engine/vmoe_engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/inference_pipeline.h"
 #include "tests/testing/temp_dir.h"
 
 namespace edge {
@@ -109,6 +110,26 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
   c.set_model_dir("/m");
   c.set_max_queue_size(4);
   EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_queue_size"));
+}
+
+TEST(ServerConfigTest, PipelineAndMemoryDefaultsAgreeWithTheComponents) {
+  const ServerConfig c = DefaultServerConfig();
+  const InferencePipelineOptions pipeline;
+  EXPECT_EQ(c.max_queue_size(), pipeline.max_queue_size);
+  EXPECT_EQ(c.decode_threads(), pipeline.decode_threads);
+  EXPECT_EQ(c.decode_threads(), 2);
+  EXPECT_EQ(c.memory_limit_bytes(), 0u);  // the cgroup's, else half of RAM
+  EXPECT_EQ(c.engine_spin_count(), 10000);
+}
+
+TEST(ServerConfigTest, EngineSpinCountIsChecked) {
+  ServerConfig c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  ASSERT_TRUE(SetConfigField("engine_spin_count", "-1", "flag", &c).ok());
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  ASSERT_TRUE(SetConfigField("engine_spin_count", "-2", "flag", &c).ok());
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("engine_spin_count must be >= -1"));
 }
 
 TEST(ServerConfigTest, ComputeDtypeAndEngineThreadsAreChecked) {

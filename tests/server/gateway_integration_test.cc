@@ -21,6 +21,7 @@
 #include "server/image_decoder.h"
 #include "tests/testing/gateway_process.h"
 #include "tests/testing/tensor_request.h"
+#include "tests/testing/test_images.h"
 
 namespace edge {
 namespace {
@@ -28,6 +29,7 @@ namespace {
 using gateway::v1::ClassifyRequest;
 using gateway::v1::ClassifyResponse;
 using gateway::v1::InferenceGateway;
+using test_support::EncodePng;
 using test_support::GatewayProcess;
 using test_support::MetricValue;
 using test_support::RandomTensor;
@@ -60,26 +62,6 @@ std::string EncodeJpeg(const std::string& rgb, int w, int h) {
   tjFree(out);
   tjDestroy(tj);
   return jpeg;
-}
-
-std::string EncodePng(const std::string& rgb, int w, int h) {
-  spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
-  spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
-  spng_ihdr ihdr{};
-  ihdr.width = w;
-  ihdr.height = h;
-  ihdr.bit_depth = 8;
-  ihdr.color_type = SPNG_COLOR_TYPE_TRUECOLOR;
-  spng_set_ihdr(ctx, &ihdr);
-  spng_encode_image(ctx, rgb.data(), rgb.size(), SPNG_FMT_PNG,
-                    SPNG_ENCODE_FINALIZE);
-  size_t size = 0;
-  int error = 0;
-  void* png = spng_get_png_buffer(ctx, &size, &error);
-  std::string out(static_cast<char*>(png), size);
-  std::free(png);
-  spng_ctx_free(ctx);
-  return out;
 }
 
 // The fixture's server: tiny-image (32x32 input, image routing).

@@ -4,8 +4,9 @@
 #   gateway_integration_test  serving, errors, batching, metrics, drain
 #   gateway_cache_test        expert cache: profile warm-up, access trace,
 #                             failure policies
+#   gateway_memory_test       memory bound and fair decoding under bursts
 if(TARGET edge_gateway)
-  foreach(test gateway_integration_test gateway_cache_test)
+  foreach(test gateway_integration_test gateway_cache_test gateway_memory_test)
     add_executable(${test} ${test}.cc
       ${CMAKE_SOURCE_DIR}/tests/testing/gateway_process.cc)
     target_link_libraries(${test} PRIVATE edge_server
@@ -13,7 +14,8 @@ if(TARGET edge_gateway)
       GTest::gmock)
     target_compile_definitions(${test} PRIVATE
       EDGE_GATEWAY_BINARY="$<TARGET_FILE:edge_gateway>"
-      EDGE_TEST_MODELS_DIR="${CMAKE_BINARY_DIR}/test-models")
+      EDGE_TEST_MODELS_DIR="${CMAKE_BINARY_DIR}/test-models"
+      EDGE_REPO_MODELS_DIR="${CMAKE_SOURCE_DIR}/models")
     add_dependencies(${test} edge_gateway)
     edge_strict(${test})
     gtest_discover_tests(${test} DISCOVERY_TIMEOUT 60

@@ -56,6 +56,12 @@ bool GatewayProcess::Start(const std::vector<std::string>& flags) {
   if (pipe(pipe_fds) != 0) return false;
   pid_ = fork();
   if (pid_ == 0) {
+    if (!cgroup_procs_file_.empty()) {
+      const std::string self = std::to_string(getpid());
+      const int fd = open(cgroup_procs_file_.c_str(), O_WRONLY);
+      if (fd < 0 || write(fd, self.data(), self.size()) < 0) _exit(126);
+      close(fd);
+    }
     dup2(pipe_fds[1], STDERR_FILENO);
     close(pipe_fds[0]);
     std::vector<char*> argv;

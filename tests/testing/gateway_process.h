@@ -28,12 +28,20 @@ class GatewayProcess {
   // if killed by one), -1 on timeout.
   int Stop(int signal, int timeout_ms = 30000);
 
+  // Before Start(): the child moves itself into this cgroup (its
+  // cgroup.procs file) before it executes the gateway; "" = stay.
+  void set_cgroup_procs_file(std::string path) {
+    cgroup_procs_file_ = std::move(path);
+  }
+
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return pid_; }
   int metrics_port() const { return metrics_port_; }
   const std::string& log() const { return log_; }
 
  private:
   pid_t pid_ = -1;
+  std::string cgroup_procs_file_;
   int stderr_fd_ = -1;
   int port_ = 0;
   int metrics_port_ = 0;
