@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Latency of the real gateway on cores shared with a busy neighbour.
+
+For each engine wait setting (--settings: the gateway's default, OpenMP's
+own default via --engine_spin_count=-1, OMP_WAIT_POLICY=passive, ...) and
+each model: starts edge_gateway on 127.0.0.1, optionally starts one
+CPU-bound neighbour process (a busy loop, as a camera agent or an update
+unpacking next to the gateway would be), sends --frames frames one at a
+time --interval_ms apart with a plain grpcio client, and prints P50/P99 of
+the client-side latency and the gateway's own compute time.
+
+    /usr/bin/python3 tools/shared_cores_run.py --gateway build/server/edge_gateway \\
+        --model models/fashion-vmoe --model models/vmoe-tiny-224-random
+
+Figures: BENCHMARKS.md, "Shared cores". Loopback only; every process it
+starts is stopped before it exits.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVING = re.compile(r"serving \S+ on \S+ port (\d+) metrics_port (\d+)")
+
+# name -> (extra gateway flags, extra environment)
+SETTINGS = {
+    "default": ([], {}),
+    "openmp-default": (["--engine_spin_count=-1"], {}),
+    "passive": ([], {"OMP_WAIT_POLICY": "passive"}),
+    "spin-100000": (["--engine_spin_count=100000"], {}),
+}
+
+
+def load_stubs(repo):
+    out = tempfile.mkdtemp(prefix="edge-stubs-")
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{repo / 'proto'}",
+         f"--python_out={out}", f"--grpc_python_out={out}",
+         str(repo / "proto" / "gateway.proto")], check=True)
+    sys.path.insert(0, out)
+    import gateway_pb2  # noqa: E402
+    import gateway_pb2_grpc  # noqa: E402
+    return gateway_pb2, gateway_pb2_grpc
+
+
+def start_gateway(binary, model, flags, env):
+    proc = subprocess.Popen(
+        [binary, f"--model_dir={model}", "--listen_address=127.0.0.1:0",
+         "--metrics_address=127.0.0.1:0", *flags],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    deadline = time.time() + 120
+    log = ""
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log += line
+        m = SERVING.search(line)
+        if m:
+            return proc, int(m.group(1))
+    proc.kill()
+    raise RuntimeError(f"gateway did not start:\n{log}")
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def measure(pb, pbg, port, frame, frames, interval_ms):
+    import grpc
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = pbg.InferenceGatewayStub(channel)
+    latency, compute = [], []
+    for i in range(frames + 5):
+        start = time.perf_counter()
+        r = stub.Classify(pb.ClassifyRequest(request_id=str(i), encoded=frame),
+                          timeout=30)
+        if i >= 5:  # the first frames warm the connection
+            latency.append((time.perf_counter() - start) * 1e3)
+            compute.append(r.timing.compute_us / 1e3)
+        time.sleep(interval_ms / 1e3)
+    channel.close()
+    return {"p50_ms": round(percentile(latency, 0.5), 2),
+            "p99_ms": round(percentile(latency, 0.99), 2),
+            "compute_p50_ms": round(percentile(compute, 0.5), 2),
+            "compute_p99_ms": round(percentile(compute, 0.99), 2)}
+
+
+def main():
+    repo = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gateway", default=str(repo / "build/server/edge_gateway"))
+    parser.add_argument("--model", action="append", default=[])
+    parser.add_argument("--settings", default="default,openmp-default,passive")
+    parser.add_argument("--frame", default=str(repo / "models/samples/0002-trouser.png"))
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--interval_ms", type=float, default=50)
+    parser.add_argument("--neighbour", choices=["busy", "none", "both"], default="both")
+    parser.add_argument("--json_out", default="")
+    args = parser.parse_args()
+    models = args.model or [str(repo / "models/fashion-vmoe")]
+    pb, pbg = load_stubs(repo)
+    frame = Path(args.frame).read_bytes()
+    neighbours = ["none", "busy"] if args.neighbour == "both" else [args.neighbour]
+    results = []
+    for model in models:
+        for setting in args.settings.split(","):
+            flags, env = SETTINGS[setting]
+            for neighbour in neighbours:
+                gateway, port = start_gateway(args.gateway, model, flags, env)
+                busy = None
+                try:
+                    if neighbour == "busy":
+                        busy = subprocess.Popen(
+                            [sys.executable, "-c", "while True: pass"])
+                        time.sleep(0.5)
+                    row = measure(pb, pbg, port, frame, args.frames,
+                                  args.interval_ms)
+                finally:
+                    if busy is not None:
+                        busy.kill()
+                        busy.wait()
+                    stop(gateway)
+                row.update(model=Path(model).name, setting=setting,
+                           neighbour=neighbour)
+                results.append(row)
+                print(f"{row['model']:24} {setting:15} neighbour={neighbour:5} "
+                      f"P50 {row['p50_ms']:7.2f} ms  P99 {row['p99_ms']:7.2f} ms"
+                      f"  (compute P50 {row['compute_p50_ms']:.2f}, P99 "
+                      f"{row['compute_p99_ms']:.2f} ms)", flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
