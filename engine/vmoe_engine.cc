@@ -100,8 +100,7 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
       ASSIGN_OR_RETURN(state->weights, internal::LoadModelWeights(
                                            state->manifest, state->kernels,
                                            state->activations));
-      ASSIGN_OR_RETURN(state->store,
-                       ExpertStore::Create(&state->manifest, options.store));
+      ASSIGN_OR_RETURN(state->store, ExpertStore::Create(&state->manifest));
       State* s = state.get();
       const uint64_t expert_bytes = internal::PreparedExpertBytes(
           s->manifest, s->kernels, s->activations);

@@ -84,7 +84,6 @@ struct EngineOptions {
   // beyond them wait at every barrier for a descheduled peer.
   int num_threads = 0;
   ExpertCacheOptions cache;
-  ExpertStoreOptions store;
   ExpertFailurePolicy expert_failure_policy = ExpertFailurePolicy::kFail;
   // Prefetch the predicted experts of the next MoE layer (co-activation
   // statistics learned online) while the current one computes. Needs
