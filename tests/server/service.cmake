@@ -4,8 +4,11 @@
 #   gateway_integration_test  serving, errors, batching, metrics, drain
 #   gateway_cache_test        expert cache: profile warm-up, access trace,
 #                             failure policies
+#   gateway_integrity_test    expert files rewritten, replaced or truncated
+#                             while serving
 if(TARGET edge_gateway)
-  foreach(test gateway_integration_test gateway_cache_test)
+  foreach(test gateway_integration_test gateway_cache_test
+          gateway_integrity_test)
     add_executable(${test} ${test}.cc
       ${CMAKE_SOURCE_DIR}/tests/testing/gateway_process.cc)
     target_link_libraries(${test} PRIVATE edge_server
