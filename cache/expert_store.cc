@@ -4,7 +4,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/status_macros.h"
 
 namespace edge {
 namespace {
@@ -15,8 +14,8 @@ bool NamesExpert(const ModelConfig& config, const ExpertKey& key) {
 }
 
 // The manifest checked that the tensor exists and lies inside the file, and
-// Load() checked the file's size, so the view is in bounds.
-TensorView View(const ModelManifest& manifest, const MappedFile& file,
+// Load() checked the size of the bytes read, so the view is in bounds.
+TensorView View(const ModelManifest& manifest, const FileBuffer& file,
                 const std::string& name) {
   const TensorInfo* tensor = manifest.FindTensor(name);
   TensorView view;
@@ -28,7 +27,7 @@ TensorView View(const ModelManifest& manifest, const MappedFile& file,
 }
 
 RawExpert ViewExpert(const ModelManifest& manifest, const ExpertKey& key,
-                     std::shared_ptr<const MappedFile> file) {
+                     std::shared_ptr<const FileBuffer> file) {
   const std::string prefix = ExpertTensorPrefix(key.layer, key.expert);
   RawExpert expert;
   expert.key = key;
@@ -49,43 +48,49 @@ RawExpert ViewExpert(const ModelManifest& manifest, const ExpertKey& key,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ExpertStore>> ExpertStore::Create(
-    const ModelManifest* manifest, ExpertStoreOptions options) {
+    const ModelManifest* manifest) {
   if (manifest == nullptr) {
     return absl::InvalidArgumentError("ExpertStore needs a manifest");
   }
-  return std::unique_ptr<ExpertStore>(new ExpertStore(manifest, options));
+  return std::unique_ptr<ExpertStore>(new ExpertStore(manifest));
 }
 
-ExpertStore::ExpertStore(const ModelManifest* manifest,
-                         ExpertStoreOptions options)
-    : manifest_(manifest), options_(options) {}
+ExpertStore::ExpertStore(const ModelManifest* manifest) : manifest_(manifest) {}
 
 absl::StatusOr<RawExpert> ExpertStore::Load(const ExpertKey& key) const {
   if (!NamesExpert(manifest_->config(), key)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "model \"", manifest_->name(), "\" has no ", key.ToString()));
   }
-  const FileInfo& info = ExpertFileInfo(key);
-  bool verified;
-  {
-    absl::MutexLock lock(&mu_);
-    verified = verified_.count(info.path) != 0;
+  WeightFileError error = WeightFileError::kNone;
+  absl::StatusOr<std::unique_ptr<FileBuffer>> file =
+      manifest_->ReadFile(ExpertFileInfo(key), &error);
+  if (!file.ok()) {
+    CountRefusal(error);
+    return file.status();
   }
-  // Hashing takes milliseconds, so it runs unlocked; two first loads of one
-  // file may both hash it, which is harmless.
-  const bool verify = !verified || options_.verify_every_load;
-  ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> file,
-                   manifest_->MapFile(info, verify));
-  if (verify) {
-    absl::MutexLock lock(&mu_);
-    verified_.insert(info.path);
-  }
-  return ViewExpert(*manifest_, key, std::move(file));
+  return ViewExpert(*manifest_, key, *std::move(file));
+}
+
+void ExpertStore::CountRefusal(WeightFileError error) const {
+  refused_[static_cast<int>(error)].fetch_add(1, std::memory_order_relaxed);
+}
+
+ExpertStoreStats ExpertStore::stats() const {
+  auto count = [this](WeightFileError error) {
+    return refused_[static_cast<int>(error)].load(std::memory_order_relaxed);
+  };
+  ExpertStoreStats stats;
+  stats.missing = count(WeightFileError::kMissing);
+  stats.read_errors = count(WeightFileError::kReadError);
+  stats.size_mismatches = count(WeightFileError::kSizeMismatch);
+  stats.checksum_mismatches = count(WeightFileError::kChecksumMismatch);
+  return stats;
 }
 
 void ExpertStore::ReadAhead(const ExpertKey& key) const {
   if (!NamesExpert(manifest_->config(), key)) return;
-  MappedFile::ReadAhead(manifest_->PathOf(ExpertFileInfo(key).path));
+  FileBuffer::ReadAhead(manifest_->PathOf(ExpertFileInfo(key).path));
 }
 
 uint64_t ExpertStore::FileBytes(const ExpertKey& key) const {

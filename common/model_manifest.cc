@@ -8,9 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_buffer.h"
 #include "common/internal/manifest_tensors.h"
 #include "common/internal/model_config.h"
-#include "common/mapped_file.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
@@ -126,7 +126,7 @@ std::string ExpertTensorPrefix(int layer, int expert) {
 absl::StatusOr<ModelManifest> ModelManifest::Load(
     const std::string& model_dir) {
   const std::string path = JoinPath(model_dir, "manifest.json");
-  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<FileBuffer> file, FileBuffer::Read(path));
   absl::StatusOr<ModelManifest> manifest =
       Parse(std::string_view(reinterpret_cast<const char*>(file->data()),
                              file->size()),
@@ -186,24 +186,36 @@ std::string ModelManifest::PathOf(std::string_view relative_path) const {
   return JoinPath(model_dir_, relative_path);
 }
 
-absl::StatusOr<std::unique_ptr<MappedFile>> ModelManifest::MapFile(
-    const FileInfo& file, bool verify_sha256) const {
-  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped,
-                   MappedFile::Open(PathOf(file.path)));
-  if (mapped->size() != file.size_bytes) {
-    return absl::DataLossError(absl::StrCat(
-        "size mismatch in ", mapped->path(), ": the manifest says ",
-        file.size_bytes, " bytes, the file has ", mapped->size()));
-  }
-  if (verify_sha256) {
-    const std::string actual = Sha256Hex(mapped->data(), mapped->size());
-    if (actual != file.sha256) {
-      return absl::DataLossError(absl::StrCat("checksum mismatch in ",
-                                              mapped->path(), ": expected ",
-                                              file.sha256, ", got ", actual));
+absl::StatusOr<std::unique_ptr<FileBuffer>> ModelManifest::ReadFile(
+    const FileInfo& file, WeightFileError* error) const {
+  WeightFileError ignored;
+  WeightFileError& why = error != nullptr ? *error : ignored;
+  why = WeightFileError::kNone;
+  absl::StatusOr<std::unique_ptr<FileBuffer>> read =
+      FileBuffer::Read(PathOf(file.path), file.size_bytes);
+  if (!read.ok()) {
+    // FileBuffer::Read's only DATA_LOSS is a wrong size.
+    switch (read.status().code()) {
+      case absl::StatusCode::kNotFound:
+        why = WeightFileError::kMissing;
+        break;
+      case absl::StatusCode::kDataLoss:
+        why = WeightFileError::kSizeMismatch;
+        break;
+      default:
+        why = WeightFileError::kReadError;
     }
+    return read.status();
   }
-  return mapped;
+  const FileBuffer& bytes = **read;
+  const std::string actual = Sha256Hex(bytes.data(), bytes.size());
+  if (actual != file.sha256) {
+    why = WeightFileError::kChecksumMismatch;
+    return absl::DataLossError(absl::StrCat("checksum mismatch in ",
+                                            bytes.path(), ": expected ",
+                                            file.sha256, ", got ", actual));
+  }
+  return read;
 }
 
 }  // namespace edge

@@ -5,7 +5,8 @@
 // the architecture is consistent and that every tensor MODEL_SPEC requires is
 // listed once with the right shape, a known dtype, a listed file, a 64-byte
 // aligned offset and a range inside that file. It does not open the weight
-// files: ExpertStore and the engine map them and verify their checksums.
+// files: ExpertStore and the engine read them through ReadFile(), which
+// verifies their size and checksum.
 //
 // Thread-safe: immutable after Load().
 #ifndef EDGE_COMMON_MODEL_MANIFEST_H_
@@ -20,7 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/mapped_file.h"
+#include "common/file_buffer.h"
 #include "proto/model_manifest.pb.h"
 
 namespace edge {
@@ -95,6 +96,16 @@ struct FileInfo {
   uint64_t size_bytes = 0;
 };
 
+// Why ModelManifest::ReadFile() refused a weight file.
+enum class WeightFileError {
+  kNone,
+  kMissing,           // NOT_FOUND: no such file.
+  kReadError,         // open, stat or read failed (the errno's code).
+  kSizeMismatch,      // DATA_LOSS: not the manifest's size, or its size
+                      // changed while it was read.
+  kChecksumMismatch,  // DATA_LOSS: not the manifest's SHA-256.
+};
+
 class ModelManifest {
  public:
   // Reads `model_dir`/manifest.json.
@@ -116,12 +127,14 @@ class ModelManifest {
 
   // nullptr if absent.
   const TensorInfo* FindTensor(std::string_view name) const;
-  // Maps `file` (one of files()) read-only and checks it against the
-  // manifest: DATA_LOSS naming the path if its size differs or, with
-  // `verify_sha256`, if its SHA-256 does (hashing reads the whole file:
-  // milliseconds per MB); MappedFile::Open's error if it cannot be mapped.
-  absl::StatusOr<std::unique_ptr<MappedFile>> MapFile(const FileInfo& file,
-                                                      bool verify_sha256) const;
+  // Reads `file` (one of files()) into memory (FileBuffer::Read) and
+  // checks the bytes read against the manifest: DATA_LOSS naming the path
+  // if their size or SHA-256 differ; FileBuffer::Read's error if the file
+  // cannot be read. The bytes returned are exactly the bytes hashed.
+  // `error`, if not null, is set to why the file was refused (kNone if it
+  // was not).
+  absl::StatusOr<std::unique_ptr<FileBuffer>> ReadFile(
+      const FileInfo& file, WeightFileError* error = nullptr) const;
   const FileInfo* FindFile(std::string_view path) const;
   const std::vector<FileInfo>& files() const { return files_; }
   // The file holding every tensor of expert `expert` of block `layer`.

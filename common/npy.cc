@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/mapped_file.h"
+#include "common/file_buffer.h"
 
 // Array data is copied to and from files byte for byte, and .npy float32
 // files from NumPy are little-endian ('<f4').
@@ -269,7 +269,7 @@ std::string EncodeHeader(const std::vector<int64_t>& shape) {
 }  // namespace
 
 absl::StatusOr<NpyArray> ReadNpyFloat32(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<MappedFile>> file = MappedFile::Open(path);
+  absl::StatusOr<std::unique_ptr<FileBuffer>> file = FileBuffer::Read(path);
   if (!file.ok()) return file.status();
   absl::StatusOr<NpyArray> array = Decode(std::string_view(
       reinterpret_cast<const char*>((*file)->data()), (*file)->size()));

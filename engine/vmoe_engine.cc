@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -56,6 +57,7 @@ struct VmoeEngine::State {
   std::unique_ptr<ExpertStore> store;
   std::unique_ptr<ExpertCache> cache;
   std::unique_ptr<internal::NextLayerPredictor> predictor;  // null: off
+  std::atomic<uint64_t> non_finite_results{0};
 
   absl::Mutex pool_mu;
   // Idle workspaces; Run() takes one and gives it back.
@@ -100,8 +102,7 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
       ASSIGN_OR_RETURN(state->weights, internal::LoadModelWeights(
                                            state->manifest, state->kernels,
                                            state->activations));
-      ASSIGN_OR_RETURN(state->store,
-                       ExpertStore::Create(&state->manifest, options.store));
+      ASSIGN_OR_RETURN(state->store, ExpertStore::Create(&state->manifest));
       State* s = state.get();
       const uint64_t expert_bytes = internal::PreparedExpertBytes(
           s->manifest, s->kernels, s->activations);
@@ -161,6 +162,14 @@ VmoeEngine::PrefetchPredictionStats VmoeEngine::prediction_stats() const {
   return {s.guesses, s.guesses_used, s.next_layer_experts};
 }
 
+VmoeEngine::IntegrityStats VmoeEngine::integrity_stats() const {
+  IntegrityStats stats;
+  stats.expert_files = state_->store->stats();
+  stats.non_finite_results =
+      state_->non_finite_results.load(std::memory_order_relaxed);
+  return stats;
+}
+
 absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
                                                          int batch_size,
                                                          RunTiming* timing) {
@@ -184,6 +193,8 @@ absl::StatusOr<std::vector<ImageResult>> VmoeEngine::Run(const float* images,
     try {
       internal::ForwardPass pass(ctx, ws.get(), batch_size);
       results = pass.Run(images, timing);
+      state_->non_finite_results.fetch_add(pass.non_finite_results(),
+                                           std::memory_order_relaxed);
     } catch (const dnnl::error& e) {
       results = absl::InternalError(absl::StrCat("oneDNN: ", e.what()));
     }

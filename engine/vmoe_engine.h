@@ -19,6 +19,14 @@
 // rest of the batch is answered, and later batches that do not need the
 // expert are unaffected. oneDNN errors never escape: they become INTERNAL.
 //
+// Non-finite answers: an image whose logits contain NaN or Inf fails with
+// DATA_LOSS naming the experts it used, whatever produced them (weights
+// that hash correctly but hold absurd values, arithmetic that overflowed).
+// No score computed from such logits means anything, so no caller may
+// serve one; the check costs one pass over C floats per image. Every
+// integrity event (refused expert files by reason, non-finite answers) is
+// counted in integrity_stats().
+//
 // Precision (EngineOptions::compute_dtype): float32, or bfloat16 for every
 // large matmul (patch embedding, qkv, attention, proj, MLPs, experts) with
 // float32 accumulation, while the residual stream, LayerNorm statistics,
@@ -59,7 +67,9 @@ enum class ExpertFailurePolicy {
   // Each such image uses its next-best expert by gate value that loads,
   // with the gate weights of the experts it does use; the image's result
   // is marked degraded (ImageResult::degraded). If no expert loads, the
-  // image fails as with kFail.
+  // image fails as with kFail. Non-finite logits fail as with kFail too:
+  // they name no expert to replace (any weight, or the arithmetic, may be
+  // at fault), so there is nothing to reroute to.
   kReroute,
 };
 
@@ -84,7 +94,6 @@ struct EngineOptions {
   // beyond them wait at every barrier for a descheduled peer.
   int num_threads = 0;
   ExpertCacheOptions cache;
-  ExpertStoreOptions store;
   ExpertFailurePolicy expert_failure_policy = ExpertFailurePolicy::kFail;
   // Prefetch the predicted experts of the next MoE layer (co-activation
   // statistics learned online) while the current one computes. Needs
@@ -104,8 +113,9 @@ struct LayerRouting {
 };
 
 struct ImageResult {
-  // Not OK if an expert this image was routed to could not be loaded; then
-  // `logits` is empty. `routing` is filled either way.
+  // Not OK if an expert this image was routed to could not be loaded, or
+  // DATA_LOSS if its logits were not all finite; then `logits` is empty.
+  // `routing` is filled either way.
   absl::Status status;
   std::vector<float> logits;          // num_classes values.
   std::vector<LayerRouting> routing;  // one per MoE layer, in block order.
@@ -163,6 +173,14 @@ class VmoeEngine {
     uint64_t next_layer_experts = 0;
   };
   PrefetchPredictionStats prediction_stats() const;
+  // What the engine refused since Create(): expert loads, by why the file
+  // was refused (each attempt counts, so a broken file counts once per
+  // batch that needs it), and images whose logits were not finite.
+  struct IntegrityStats {
+    ExpertStoreStats expert_files;
+    uint64_t non_finite_results = 0;
+  };
+  IntegrityStats integrity_stats() const;
 
  private:
   struct State;

@@ -286,6 +286,13 @@ int Serve(const ServerConfig& config) {
     return PrefetchPredictionCounts{s.guesses, s.guesses_used,
                                     s.next_layer_experts};
   };
+  metrics_options.integrity_stats = [engine_ptr] {
+    const VmoeEngine::IntegrityStats s = engine_ptr->integrity_stats();
+    return IntegrityCounts{s.expert_files.missing, s.expert_files.read_errors,
+                           s.expert_files.size_mismatches,
+                           s.expert_files.checksum_mismatches,
+                           s.non_finite_results};
+  };
   auto metrics = GatewayMetrics::Create(metrics_options);
   if (!metrics.ok()) return Fail(metrics.status());
 

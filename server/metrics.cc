@@ -127,7 +127,8 @@ absl::StatusOr<std::unique_ptr<GatewayMetrics>> GatewayMetrics::Create(
 GatewayMetrics::GatewayMetrics(const GatewayMetricsOptions& options)
     : registry_(std::make_shared<prometheus::Registry>()),
       scrape_collector_(std::make_shared<internal::ScrapeCollector>(
-          options.cache_stats, options.prediction_stats)) {
+          options.cache_stats, options.prediction_stats,
+          options.integrity_stats)) {
   AddRequestMetrics(options);
   AddStageAndBatchMetrics();
   AddModelMetrics(options);

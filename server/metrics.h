@@ -7,10 +7,10 @@
 // array index plus one atomic add (counters, gauges) or one short mutex
 // (histograms, summaries). Nothing on the hot path allocates, looks up a
 // name or takes a lock of ours. The expert cache, the engine's prefetch
-// predictions and the process figures are not recorded at all: they are
-// read when Prometheus scrapes, from the `cache_stats` and
-// `prediction_stats` callbacks and /proc/self, so they are fresh at each
-// scrape and no thread polls.
+// predictions and integrity counts, and the process figures are not
+// recorded at all: they are read when Prometheus scrapes, from the
+// `cache_stats`, `prediction_stats` and `integrity_stats` callbacks and
+// /proc/self, so they are fresh at each scrape and no thread polls.
 //
 // With a non-empty `listen_address`, Create() also starts an HTTP server
 // (civetweb, via prometheus::Exposer) answering GET /metrics. Serialize()
@@ -96,6 +96,15 @@
 //   expert_prediction_next_layer_experts_total counter -       experts
 //     Experts the predicted layers used: recall = rate(guesses_used) /
 //     rate(next_layer_experts). Absent without `prediction_stats`.
+//   expert_integrity_failures_total   counter   reason         loads
+//     Expert loads refused because of the expert's file: "missing",
+//     "read_error", "size_mismatch" (includes a size change while being
+//     read), "checksum_mismatch". Each attempt counts: a broken file is
+//     tried again by every batch that needs it.
+//   non_finite_results_total          counter   -              images
+//     Images whose logits held NaN or Inf, answered DATA_LOSS instead.
+//     The two integrity metrics are VmoeEngine::IntegrityStats as of the
+//     scrape; absent without `integrity_stats`.
 //   process_resident_memory_bytes     gauge     -              bytes
 //   process_resident_memory_peak_bytes gauge    -              bytes
 //     VmHWM: the largest resident set so far.
@@ -108,9 +117,9 @@
 //     The process_* metrics are absent if /proc/self cannot be read.
 //
 // Thread-safe: every method may be called from any thread, concurrently with
-// scrapes. `cache_stats` and `prediction_stats` are called from scrape
-// threads (civetweb's and Serialize()'s callers) and must be thread-safe
-// too.
+// scrapes. `cache_stats`, `prediction_stats` and `integrity_stats` are
+// called from scrape threads (civetweb's and Serialize()'s callers) and must
+// be thread-safe too.
 #ifndef EDGE_SERVER_METRICS_H_
 #define EDGE_SERVER_METRICS_H_
 
@@ -148,6 +157,18 @@ struct PrefetchPredictionCounts {
   uint64_t next_layer_experts = 0;  // experts the predicted layers used.
 };
 
+// What the engine refused so far (VmoeEngine::IntegrityStats, flattened:
+// declared here for the same reason).
+struct IntegrityCounts {
+  // Expert loads refused, by reason (ExpertStoreStats).
+  uint64_t expert_missing = 0;
+  uint64_t expert_read_errors = 0;
+  uint64_t expert_size_mismatches = 0;
+  uint64_t expert_checksum_mismatches = 0;
+  // Images answered DATA_LOSS because their logits were not finite.
+  uint64_t non_finite_results = 0;
+};
+
 struct GatewayMetricsOptions {
   // "host:port" (IPv4; Debian's civetweb has no IPv6) for GET /metrics.
   // Port 0 picks a free port (see bound_port()). "" serves no endpoint.
@@ -177,6 +198,9 @@ struct GatewayMetricsOptions {
   std::function<ExpertCacheStats()> cache_stats;
   // Read at every scrape; may be empty (no expert_prediction_* metrics).
   std::function<PrefetchPredictionCounts()> prediction_stats;
+  // Read at every scrape; may be empty (no expert_integrity_failures_total
+  // or non_finite_results_total).
+  std::function<IntegrityCounts()> integrity_stats;
 };
 
 class GatewayMetrics {

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 # One cache line and one AVX-512 vector: oneDNN can read aligned weights
-# straight from the mapping.
+# straight from the aligned buffer the gateway reads each file into.
 ALIGNMENT_BYTES = 64
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.safetensors"

@@ -17,7 +17,7 @@ namespace {
 namespace pb = ::edge::model::v1;
 
 // docs/model-format.md: one cache line and one AVX-512 vector, so that
-// oneDNN can read weights straight from the mapping.
+// oneDNN can read weights straight from the file's aligned buffer.
 constexpr uint64_t kTensorAlignment = 64;
 
 using ExpertId = std::pair<int, int>;  // (layer, expert)

@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <set>
+#include <string>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/router.h"
 
 namespace edge::internal {
@@ -12,6 +17,44 @@ int64_t MicrosSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now() - start)
       .count();
+}
+
+bool AllFinite(const float* values, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(values[i])) return false;
+  }
+  return true;
+}
+
+// "block 7: 2, 5; block 9: 0, 3": the experts `result` used per MoE layer
+// (with token routing, every expert that kept one of its tokens).
+std::string DescribeExperts(const ImageResult& result) {
+  std::string out;
+  for (const LayerRouting& layer : result.routing) {
+    std::set<int> experts;
+    for (const ExpertChoice& c : layer.image_choices) experts.insert(c.expert);
+    for (size_t i = 0; i < layer.token_choices.size(); ++i) {
+      if (layer.token_kept[i]) experts.insert(layer.token_choices[i].expert);
+    }
+    absl::StrAppend(&out, out.empty() ? "" : "; ", "block ", layer.layer, ": ",
+                    absl::StrJoin(experts, ", "));
+  }
+  return out.empty() ? "none (no MoE layer)" : out;
+}
+
+// Why an image with non-finite logits is refused: it cannot be told which
+// weights (or which overflow) produced them, so the message names every
+// expert the image used, and the substitutes it was given.
+absl::Status NonFiniteLogits(const ImageResult& result) {
+  std::string message = absl::StrCat(
+      "non-finite logits (NaN or Inf): the weights or arithmetic produced "
+      "non-finite values; experts used: ",
+      DescribeExperts(result));
+  if (result.degraded) {
+    absl::StrAppend(&message,
+                    "; served with substitutes: ", result.degraded_reason);
+  }
+  return absl::DataLossError(message);
 }
 
 }  // namespace
@@ -410,9 +453,15 @@ void ForwardPass::Head() {
   ctx_.kernels->Linear(exec_, ctx_.weights->head, batch_, F32(ws_.pooled),
                        F32(ws_.logits), Epilogue::kStore);
   for (int b = 0; b < batch_; ++b) {
-    if (!results_[b].status.ok()) continue;  // its output is not trustworthy.
+    ImageResult& result = results_[b];
+    if (!result.status.ok()) continue;  // its output is not trustworthy.
     const float* l = ws_.logits.as<float>() + static_cast<size_t>(b) * classes;
-    results_[b].logits.assign(l, l + classes);
+    if (!AllFinite(l, classes)) {
+      result.status = NonFiniteLogits(result);
+      ++non_finite_results_;
+      continue;
+    }
+    result.logits.assign(l, l + classes);
   }
 }
 

@@ -72,6 +72,8 @@ class ForwardPass {
 
   // Fills one ImageResult per image; throws dnnl::error on oneDNN failure.
   std::vector<ImageResult> Run(const float* images, RunTiming* timing);
+  // Images of the batch failed for non-finite logits (after Run()).
+  int non_finite_results() const { return non_finite_results_; }
 
  private:
   void Embed(const float* images);
@@ -118,6 +120,7 @@ class ForwardPass {
   ExecContext& exec_;
   std::vector<ImageResult> results_;
   int64_t fetch_us_ = 0;
+  int non_finite_results_ = 0;
   // Next-layer prediction state of this batch.
   UnitExperts previous_units_;
   std::vector<int> guesses_;

@@ -6,13 +6,17 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "common/mapped_file.h"
+#include "common/file_buffer.h"
 #include "common/status_macros.h"
 
 namespace edge::internal {
 namespace {
 
-// Resolves tensor names to float pointers in verified, mapped files.
+// Resolves tensor names to float pointers into weight files read into
+// memory and verified (ModelManifest::ReadFile): the weights are prepared
+// from exactly the bytes that were hashed, and a file truncated or
+// rewritten meanwhile cannot reach them. Each file is read once and held
+// until the source dies, at the end of LoadModelWeights().
 class TensorSource {
  public:
   explicit TensorSource(const ModelManifest& manifest) : manifest_(manifest) {}
@@ -25,12 +29,12 @@ class TensorSource {
       return absl::UnimplementedError(
           absl::StrCat(name, " is ", DTypeName(info->dtype), "; expected F32"));
     }
-    ASSIGN_OR_RETURN(const MappedFile* file, Map(info->file));
+    ASSIGN_OR_RETURN(const FileBuffer* file, Read(info->file));
     return reinterpret_cast<const float*>(file->data() + info->offset_bytes);
   }
 
  private:
-  absl::StatusOr<const MappedFile*> Map(const std::string& relative) {
+  absl::StatusOr<const FileBuffer*> Read(const std::string& relative) {
     auto it = files_.find(relative);
     if (it != files_.end()) return it->second.get();
     const FileInfo* info = manifest_.FindFile(relative);
@@ -38,13 +42,13 @@ class TensorSource {
       return absl::DataLossError(absl::StrCat(
           manifest_.PathOf(relative), " is not among the manifest's files"));
     }
-    ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file,
-                     manifest_.MapFile(*info, /*verify_sha256=*/true));
+    ASSIGN_OR_RETURN(std::unique_ptr<FileBuffer> file,
+                     manifest_.ReadFile(*info));
     return files_.emplace(relative, std::move(file)).first->second.get();
   }
 
   const ModelManifest& manifest_;
-  std::map<std::string, std::unique_ptr<MappedFile>> files_;
+  std::map<std::string, std::unique_ptr<FileBuffer>> files_;
 };
 
 absl::StatusOr<LinearWeights> Linear(TensorSource& src, Kernels& kernels,

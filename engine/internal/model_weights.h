@@ -46,8 +46,9 @@ struct ModelWeights {
   LinearWeights head;  // D -> C
 };
 
-// Maps the files holding non-expert tensors, verifies their size and
-// SHA-256 (DATA_LOSS naming the file), and prepares every tensor.
+// Reads the files holding non-expert tensors, verifies their size and
+// SHA-256 (DATA_LOSS naming the file), and prepares every tensor from the
+// bytes verified.
 absl::StatusOr<ModelWeights> LoadModelWeights(const ModelManifest& manifest,
                                               Kernels& kernels, DataType act);
 

@@ -167,6 +167,31 @@ void AppendPredictionFamilies(const PrefetchPredictionCounts& counts,
       out);
 }
 
+// Every reason is exported, at 0 until it happens, so that the first
+// refusal shows in increase() and rate().
+void AppendIntegrityFamilies(const IntegrityCounts& counts,
+                             std::vector<MetricFamily>* out) {
+  MetricFamily family;
+  family.name = "edge_gateway_expert_integrity_failures_total";
+  family.help = "Expert loads refused because of the expert's file, by reason.";
+  family.type = MetricType::Counter;
+  for (const auto& [reason, count] :
+       {std::pair<const char*, uint64_t>{"missing", counts.expert_missing},
+        {"read_error", counts.expert_read_errors},
+        {"size_mismatch", counts.expert_size_mismatches},
+        {"checksum_mismatch", counts.expert_checksum_mismatches}}) {
+    prometheus::ClientMetric metric;
+    metric.label.push_back({"reason", reason});
+    metric.counter.value = static_cast<double>(count);
+    family.metric.push_back(std::move(metric));
+  }
+  out->push_back(std::move(family));
+  out->push_back(Counter("edge_gateway_non_finite_results_total",
+                         "Images whose logits held NaN or Inf, answered "
+                         "DATA_LOSS instead.",
+                         static_cast<double>(counts.non_finite_results)));
+}
+
 void AppendCacheFamilies(const ExpertCacheStats& stats,
                          std::vector<MetricFamily>* out) {
   const uint64_t lookups = stats.hits + stats.misses;
@@ -222,9 +247,11 @@ void AppendProcessFamilies(const ProcessStats& stats,
 
 ScrapeCollector::ScrapeCollector(
     std::function<ExpertCacheStats()> cache_stats,
-    std::function<PrefetchPredictionCounts()> prediction_stats)
+    std::function<PrefetchPredictionCounts()> prediction_stats,
+    std::function<IntegrityCounts()> integrity_stats)
     : cache_stats_(std::move(cache_stats)),
-      prediction_stats_(std::move(prediction_stats)) {}
+      prediction_stats_(std::move(prediction_stats)),
+      integrity_stats_(std::move(integrity_stats)) {}
 
 std::vector<MetricFamily> ScrapeCollector::Collect() const {
   std::vector<MetricFamily> families;
@@ -232,6 +259,7 @@ std::vector<MetricFamily> ScrapeCollector::Collect() const {
   if (prediction_stats_) {
     AppendPredictionFamilies(prediction_stats_(), &families);
   }
+  if (integrity_stats_) AppendIntegrityFamilies(integrity_stats_(), &families);
   const absl::StatusOr<ProcessStats> process = ReadProcessStats();
   if (process.ok()) AppendProcessFamilies(*process, &families);
   return families;

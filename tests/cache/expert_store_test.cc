@@ -1,9 +1,11 @@
 #include "cache/expert_store.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,14 +33,13 @@ using ::testing::HasSubstr;
 
 class ExpertStoreTest : public ::testing::Test {
  protected:
-  void WriteModel(const TestModelSpec& spec = {},
-                  ExpertStoreOptions options = {}) {
+  void WriteModel(const TestModelSpec& spec = {}) {
     ASSERT_TRUE(WriteTestModel(dir_.path(), MakeTestManifest(spec)).ok());
     absl::StatusOr<ModelManifest> manifest = ModelManifest::Load(dir_.path());
     ASSERT_TRUE(manifest.ok()) << manifest.status();
     manifest_ = std::make_unique<ModelManifest>(*std::move(manifest));
     absl::StatusOr<std::unique_ptr<ExpertStore>> store =
-        ExpertStore::Create(manifest_.get(), options);
+        ExpertStore::Create(manifest_.get());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
   }
@@ -77,7 +78,7 @@ void ExpectView(const TensorView& view, const std::string& name, DType dtype,
   }
 }
 
-TEST_F(ExpertStoreTest, LoadsEveryExpertAsViewsIntoItsFile) {
+TEST_F(ExpertStoreTest, LoadsEveryExpertAsViewsIntoItsFilesBytes) {
   WriteModel();
   for (int e = 0; e < 4; ++e) {
     absl::StatusOr<RawExpert> expert = store_->Load({1, e});
@@ -168,6 +169,44 @@ TEST_F(ExpertStoreTest, CorruptFileIsDataLossUntilRepaired) {
   EXPECT_TRUE(store_->Load({1, 2}).ok());
 }
 
+// The field report: a file loaded (and verified) once, then rewritten in
+// place with the same size, must not load again unchecked.
+TEST_F(ExpertStoreTest, EveryLoadIsVerifiedNotOnlyTheFirst) {
+  WriteModel();
+  const std::string good = ReadFileOrDie(ExpertPath(1, 0));
+  ASSERT_TRUE(store_->Load({1, 0}).ok());
+  std::string garbage = good;
+  for (size_t i = garbage.size() / 2; i < garbage.size(); ++i) {
+    garbage[i] = static_cast<char>(0xff);  // NaN bit patterns in f32.
+  }
+  WriteFileOrDie(ExpertPath(1, 0), garbage);
+
+  absl::StatusOr<RawExpert> expert = store_->Load({1, 0});
+  EXPECT_EQ(expert.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(expert.status().message(),
+              HasSubstr("checksum mismatch in " + ExpertPath(1, 0)));
+  WriteFileOrDie(ExpertPath(1, 0), good);
+  EXPECT_TRUE(store_->Load({1, 0}).ok());
+}
+
+// A file replaced by rename (a new inode) is read anew: refused unless its
+// bytes are the manifest's.
+TEST_F(ExpertStoreTest, RenameReplacedFileIsReadAnew) {
+  WriteModel();
+  const std::string path = ExpertPath(1, 3);
+  const std::string good = ReadFileOrDie(path);
+  ASSERT_TRUE(store_->Load({1, 3}).ok());
+  auto replace = [&](const std::string& bytes) {
+    WriteFileOrDie(path + ".tmp", bytes);
+    ASSERT_EQ(std::rename((path + ".tmp").c_str(), path.c_str()), 0);
+  };
+
+  ASSERT_NO_FATAL_FAILURE(replace(ReadFileOrDie(ExpertPath(1, 2))));
+  EXPECT_EQ(store_->Load({1, 3}).status().code(), absl::StatusCode::kDataLoss);
+  ASSERT_NO_FATAL_FAILURE(replace(good));
+  EXPECT_TRUE(store_->Load({1, 3}).ok());
+}
+
 TEST_F(ExpertStoreTest, WrongSizeIsDataLoss) {
   WriteModel();
   const uint64_t size = manifest_->FindFile(TestExpertFile(1, 0))->size_bytes;
@@ -177,7 +216,7 @@ TEST_F(ExpertStoreTest, WrongSizeIsDataLoss) {
   EXPECT_EQ(expert.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(expert.status().message(),
               HasSubstr(absl::StrCat("size mismatch in ", ExpertPath(1, 0),
-                                     ": the manifest says ", size,
+                                     ": expected ", size,
                                      " bytes, the file has ", size + 1)));
 }
 
@@ -194,33 +233,45 @@ TEST_F(ExpertStoreTest, MissingFileIsNotFoundUntilRestored) {
   EXPECT_TRUE(store_->Load({1, 3}).ok());
 }
 
-TEST_F(ExpertStoreTest, ChecksumIsVerifiedOnceUnlessVerifyEveryLoad) {
+// Every refused load is counted once, by why its file was refused.
+TEST_F(ExpertStoreTest, StatsCountRefusalsByReason) {
   WriteModel();
-  ASSERT_TRUE(store_->Load({1, 0}).ok());
-  CorruptExpert(1, 0);
-  // The documented trade-off: a file proven intact is not hashed again.
   EXPECT_TRUE(store_->Load({1, 0}).ok());
+  ASSERT_EQ(::unlink(ExpertPath(1, 0).c_str()), 0);  // missing, twice
+  EXPECT_FALSE(store_->Load({1, 0}).ok());
+  EXPECT_FALSE(store_->Load({1, 0}).ok());
+  ASSERT_EQ(::truncate(ExpertPath(1, 1).c_str(), 64), 0);  // size
+  EXPECT_FALSE(store_->Load({1, 1}).ok());
+  CorruptExpert(1, 2);  // checksum
+  EXPECT_FALSE(store_->Load({1, 2}).ok());
+  // A directory where the file was cannot be read (even by root).
+  ASSERT_EQ(::unlink(ExpertPath(1, 3).c_str()), 0);
+  ASSERT_EQ(::mkdir(ExpertPath(1, 3).c_str(), 0700), 0);
+  EXPECT_EQ(store_->Load({1, 3}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(store_->Load({1, 4}).ok());  // names no expert: not counted
 
-  ExpertStoreOptions options;
-  options.verify_every_load = true;
-  absl::StatusOr<std::unique_ptr<ExpertStore>> verifying =
-      ExpertStore::Create(manifest_.get(), options);
-  ASSERT_TRUE(verifying.ok());
-  CorruptExpert(1, 1);  // made bad before any load: caught either way
-  EXPECT_EQ((*verifying)->Load({1, 1}).status().code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_EQ((*verifying)->Load({1, 0}).status().code(),
-            absl::StatusCode::kDataLoss);
+  const ExpertStoreStats stats = store_->stats();
+  EXPECT_EQ(stats.missing, 2u);
+  EXPECT_EQ(stats.size_mismatches, 1u);
+  EXPECT_EQ(stats.checksum_mismatches, 1u);
+  EXPECT_EQ(stats.read_errors, 1u);
 }
 
-TEST_F(ExpertStoreTest, WeightsOutliveTheStoreAndTheDirectoryEntry) {
+// The loaded expert is a copy: nothing done to its file afterwards (or to
+// the store) reaches it.
+TEST_F(ExpertStoreTest, WeightsOutliveTheStoreAndChangesToTheFile) {
   WriteModel();
   absl::StatusOr<RawExpert> expert = store_->Load({1, 1});
   ASSERT_TRUE(expert.ok()) << expert.status();
   store_.reset();
-  ASSERT_EQ(::unlink(ExpertPath(1, 1).c_str()), 0);
+  ASSERT_EQ(::truncate(ExpertPath(1, 1).c_str(), 0), 0);
   ExpectView(expert->fc2_bias, ExpertTensorPrefix(1, 1) + "fc2.bias",
              DType::kF32, {8});
+  WriteFileOrDie(ExpertPath(1, 1), std::string(4096, 'x'));
+  ASSERT_EQ(::unlink(ExpertPath(1, 1).c_str()), 0);
+  ExpectView(expert->fc1_weight, ExpertTensorPrefix(1, 1) + "fc1.weight",
+             DType::kF32, {16, 8});
 }
 
 TEST_F(ExpertStoreTest, ConcurrentLoadsAllSucceed) {

@@ -7,12 +7,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
@@ -63,6 +67,22 @@ std::unique_ptr<VmoeEngine> CreateOrDie(const std::string& dir,
   return engine.ok() ? *std::move(engine) : nullptr;
 }
 
+// An expert of the last MoE layer that some, but not all, of `results`'
+// images were routed to, and those images in `affected`; -1 if none.
+int PartlyUsedExpert(const std::vector<ImageResult>& results, int num_experts,
+                     std::set<int>* affected) {
+  for (int e = 0; e < num_experts; ++e) {
+    affected->clear();
+    for (size_t b = 0; b < results.size(); ++b) {
+      for (const ExpertChoice& c : results[b].routing.back().image_choices) {
+        if (c.expert == e) affected->insert(static_cast<int>(b));
+      }
+    }
+    if (!affected->empty() && affected->size() < results.size()) return e;
+  }
+  return -1;
+}
+
 // Damages one expert of the last MoE layer that some, but not all, of a
 // batch's images use; only those images may fail, with `code` and the
 // file's name, and the engine goes on serving the others.
@@ -80,17 +100,9 @@ void CheckExpertFailureIsIsolated(
   ASSERT_EQ(want.size(), static_cast<size_t>(kBatch));
 
   const int layer = intact->config().moe.layers.back();
-  int victim = -1;
   std::set<int> affected;
-  for (int e = 0; e < intact->config().moe.num_experts && victim < 0; ++e) {
-    affected.clear();
-    for (int b = 0; b < kBatch; ++b) {
-      for (const ExpertChoice& c : want[b].routing.back().image_choices) {
-        if (c.expert == e) affected.insert(b);
-      }
-    }
-    if (!affected.empty() && affected.size() < kBatch) victim = e;
-  }
+  const int victim =
+      PartlyUsedExpert(want, intact->config().moe.num_experts, &affected);
   ASSERT_GE(victim, 0) << "no expert used by only part of the batch";
   const std::string file = intact->manifest().ExpertFile(layer, victim);
   damage(intact->manifest().PathOf(file));
@@ -135,6 +147,92 @@ TEST(VmoeEngineTest, MissingExpertFailsOnlyImagesRoutedToIt) {
   CheckExpertFailureIsIsolated(
       [](const std::string& path) { fs::remove(path); },
       absl::StatusCode::kNotFound);
+}
+
+// Sets every float of tensor `name` to `value` and writes the file's new
+// SHA-256 into manifest.json: the model verifies, but its weights are
+// absurd.
+void OverwriteTensorKeepingItsHashValid(const std::string& dir,
+                                        const std::string& name, float value) {
+  auto manifest = ModelManifest::Load(dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  const TensorInfo* tensor = manifest->FindTensor(name);
+  ASSERT_NE(tensor, nullptr) << name;
+  ASSERT_EQ(tensor->dtype, DType::kF32);
+  const std::string path = manifest->PathOf(tensor->file);
+  std::string bytes = test_support::ReadFileOrDie(path);
+  for (uint64_t i = 0; i < tensor->size_bytes; i += sizeof(float)) {
+    std::memcpy(&bytes[tensor->offset_bytes + i], &value, sizeof(float));
+  }
+  test_support::WriteFileOrDie(path, bytes);
+  const std::string manifest_path = dir + "/manifest.json";
+  std::string json = test_support::ReadFileOrDie(manifest_path);
+  const std::string old_hash = manifest->FindFile(tensor->file)->sha256;
+  const size_t at = json.find(old_hash);
+  ASSERT_NE(at, std::string::npos);
+  json.replace(at, old_hash.size(), Sha256Hex(bytes.data(), bytes.size()));
+  test_support::WriteFileOrDie(manifest_path, json);
+}
+
+// An expert whose file verifies but whose fc1 weights are 3e38 (near
+// FLT_MAX): its products overflow to Inf, and Inf - Inf or Inf * 0 to NaN.
+// The images routed to it must not be answered OK with NaN scores: they get
+// DATA_LOSS naming the experts they used, under either failure policy
+// (rerouting has no failed expert to replace); the others are served as
+// before, and each refusal is counted.
+TEST(VmoeEngineTest, NonFiniteLogitsAreDataLossNamingTheExpertsUsed) {
+  TempDir tmp;
+  const std::string dir = tmp.Join("model");
+  fs::copy(ModelDir("tiny-image"), dir, fs::copy_options::recursive);
+  constexpr int kBatch = 8;
+  std::vector<float> images;
+  std::vector<ImageResult> want;
+  int layer = 0, victim = -1;
+  std::set<int> affected;
+  {
+    auto intact = CreateOrDie(dir);
+    ASSERT_NE(intact, nullptr);
+    images = RandomImages(intact->config(), kBatch, 7);
+    want = RunOrDie(*intact, images, kBatch);
+    layer = intact->config().moe.layers.back();
+    victim =
+        PartlyUsedExpert(want, intact->config().moe.num_experts, &affected);
+    ASSERT_GE(victim, 0) << "no expert used by only part of the batch";
+  }
+  ASSERT_NO_FATAL_FAILURE(OverwriteTensorKeepingItsHashValid(
+      dir, ExpertTensorPrefix(layer, victim) + "fc1.weight", 3e38f));
+
+  for (const ExpertFailurePolicy policy :
+       {ExpertFailurePolicy::kFail, ExpertFailurePolicy::kReroute}) {
+    EngineOptions options;
+    options.expert_failure_policy = policy;
+    auto engine = CreateOrDie(dir, options);
+    ASSERT_NE(engine, nullptr);
+    const auto got = RunOrDie(*engine, images, kBatch);
+    ASSERT_EQ(got.size(), static_cast<size_t>(kBatch));
+    for (int b = 0; b < kBatch; ++b) {
+      SCOPED_TRACE(::testing::Message() << "image " << b);
+      if (!affected.count(b)) {
+        ExpectSameLogits(got[b], want[b]);
+        continue;
+      }
+      EXPECT_EQ(got[b].status.code(), absl::StatusCode::kDataLoss);
+      EXPECT_TRUE(got[b].logits.empty());
+      std::set<int> used;
+      for (const ExpertChoice& c : want[b].routing.back().image_choices) {
+        used.insert(c.expert);
+      }
+      const std::string message(got[b].status.message());
+      EXPECT_THAT(message, HasSubstr("non-finite logits (NaN or Inf): the "
+                                     "weights or arithmetic produced "
+                                     "non-finite values; experts used: "));
+      EXPECT_THAT(message, HasSubstr(absl::StrCat("block ", layer, ": ",
+                                                  absl::StrJoin(used, ", "))));
+    }
+    const VmoeEngine::IntegrityStats stats = engine->integrity_stats();
+    EXPECT_EQ(stats.non_finite_results, affected.size());
+    EXPECT_EQ(stats.expert_files.checksum_mismatches, 0u) << "it verified";
+  }
 }
 
 // With ExpertFailurePolicy::kReroute the images routed to a corrupt expert

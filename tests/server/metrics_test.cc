@@ -351,6 +351,42 @@ TEST(GatewayMetricsTest, AdaptiveCachePrefetchAndPredictionMetrics) {
   EXPECT_EQ(samples.at(q + "next_layer_experts_total"), 50);
 }
 
+// Refused expert files by reason and non-finite answers, read at each
+// scrape; every reason is exported, at 0 until it happens.
+TEST(GatewayMetricsTest, IntegrityCountsAreReadAtEachScrape) {
+  std::atomic<uint64_t> checksum{0};
+  GatewayMetricsOptions options = LocalOptions();
+  options.integrity_stats = [&checksum] {
+    IntegrityCounts counts;
+    counts.expert_missing = 1;
+    counts.expert_size_mismatches = 3;
+    counts.expert_checksum_mismatches = checksum.load();
+    counts.non_finite_results = 4;
+    return counts;
+  };
+  auto metrics = MakeMetrics(std::move(options));
+  const std::string name = "edge_gateway_expert_integrity_failures_total";
+
+  auto samples = ParseSamples(metrics->Serialize());
+  EXPECT_EQ(CountSeries(samples, name), 4);
+  EXPECT_EQ(samples.at(name + R"({reason="missing"})"), 1);
+  EXPECT_EQ(samples.at(name + R"({reason="read_error"})"), 0);
+  EXPECT_EQ(samples.at(name + R"({reason="size_mismatch"})"), 3);
+  EXPECT_EQ(samples.at(name + R"({reason="checksum_mismatch"})"), 0);
+  EXPECT_EQ(samples.at("edge_gateway_non_finite_results_total"), 4);
+
+  checksum = 7;
+  samples = ParseSamples(metrics->Serialize());
+  EXPECT_EQ(samples.at(name + R"({reason="checksum_mismatch"})"), 7);
+}
+
+TEST(GatewayMetricsTest, NoIntegrityMetricsWithoutACallback) {
+  auto metrics = MakeMetrics(LocalOptions());
+  const std::string text = metrics->Serialize();
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("integrity_failures")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("non_finite_results")));
+}
+
 // Without a budget there is no adaptive policy, so no window to report.
 TEST(GatewayMetricsTest, WindowHitRatioIsNanWithoutABudget) {
   GatewayMetricsOptions options = LocalOptions();
@@ -409,6 +445,7 @@ TEST(GatewayMetricsTest, PromtoolAcceptsTheExposition) {
   GatewayMetricsOptions options = LocalOptions();
   options.cache_stats = AdaptiveStats;
   options.prediction_stats = [] { return PrefetchPredictionCounts{4, 3, 5}; };
+  options.integrity_stats = [] { return IntegrityCounts{1, 2, 3, 4, 5}; };
   auto metrics = MakeMetrics(std::move(options));
   metrics->RecordRequest(Method::kClassify, kOk, 0.012);
   metrics->RecordDegraded();

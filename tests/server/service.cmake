@@ -4,9 +4,12 @@
 #   gateway_integration_test  serving, errors, batching, metrics, drain
 #   gateway_cache_test        expert cache: profile warm-up, access trace,
 #                             failure policies
+#   gateway_integrity_test    expert files rewritten, replaced or truncated
+#                             while serving
 #   gateway_memory_test       memory bound and fair decoding under bursts
 if(TARGET edge_gateway)
-  foreach(test gateway_integration_test gateway_cache_test gateway_memory_test)
+  foreach(test gateway_integration_test gateway_cache_test
+          gateway_integrity_test gateway_memory_test)
     add_executable(${test} ${test}.cc
       ${CMAKE_SOURCE_DIR}/tests/testing/gateway_process.cc)
     target_link_libraries(${test} PRIVATE edge_server
