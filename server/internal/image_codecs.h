@@ -3,7 +3,7 @@
 // public API; only image_decoder.cc and its tests include this.
 //
 // Thread-safety: free functions without shared state; each call owns its
-// codec handle.
+// codec handle. A BilinearRowResizer is used by one thread at a time.
 #ifndef EDGE_SERVER_INTERNAL_IMAGE_CODECS_H_
 #define EDGE_SERVER_INTERNAL_IMAGE_CODECS_H_
 
@@ -58,6 +58,64 @@ struct Normalization {
 //           `out` holds 3 * side * side floats.
 void ResizeBilinearToChw(const uint8_t* rgb, int width, int height, int side,
                          const Normalization& norm, float* out);
+
+// One output coordinate's two source taps along an axis.
+struct AxisTap {
+  int64_t index0 = 0;
+  int64_t index1 = 0;
+  float weight0 = 1.0f;
+  float weight1 = 0.0f;
+};
+
+// ResizeBilinearToChw fed one source row at a time, top to bottom, holding
+// only two W-interpolated rows (2 * 3 * side floats) whatever the source
+// size. Output row y is written as soon as both of its source rows have
+// arrived; after the last source row, all of `out` is written. The result is
+// bit-identical to ResizeBilinearToChw (which is implemented with it).
+//
+// Example:
+//   BilinearRowResizer resizer(width, height, side, norm, out);
+//   for (int y = 0; y < height; ++y) resizer.PushRow(DecodeRow(y));
+class BilinearRowResizer {
+ public:
+  // REQUIRES: width, height, side > 0; `out` holds 3 * side * side floats
+  //           and outlives the resizer.
+  BilinearRowResizer(int width, int height, int side, const Normalization& norm,
+                     float* out);
+
+  BilinearRowResizer(const BilinearRowResizer&) = delete;
+  BilinearRowResizer& operator=(const BilinearRowResizer&) = delete;
+
+  // Takes source row rows_pushed(): width * 3 bytes of RGB. Rows no output
+  // row samples are skipped cheaply.
+  // REQUIRES: fewer than `height` rows pushed so far.
+  void PushRow(const uint8_t* rgb_row);
+
+  // True once every output row is written; later rows are not needed.
+  bool done() const { return next_y_ >= side_; }
+
+  // The heap a resizer to `side` allocates.
+  static uint64_t HeapBytes(int side);
+
+ private:
+  void InterpolateAlongW(const uint8_t* rgb_row, float* planes) const;
+  const float* HeldRow(int64_t row) const;
+  void EmitRow(int y) const;
+
+  // Constant after construction.
+  const int side_;
+  const Normalization norm_;
+  float* const out_;
+  const std::vector<AxisTap> x_taps_;
+  const std::vector<AxisTap> y_taps_;
+
+  // Two W-interpolated source rows, each as 3 planes of side_ floats, and
+  // the source row each holds (-1: none yet).
+  std::vector<float> held_;
+  int64_t held_row_[2] = {-1, -1};
+  int64_t rows_pushed_ = 0;
+  int next_y_ = 0;  // First output row not yet written.
+};
 
 }  // namespace edge::decoder_internal
 

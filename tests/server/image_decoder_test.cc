@@ -22,8 +22,10 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/internal/image_codecs.h"
 
 namespace edge {
 namespace {
@@ -317,6 +319,94 @@ TEST(ImageDecoderTest, ResizeMatchesHandComputedValues) {
   const std::vector<float> got_down = ViaRgb(*down, wide);
   for (int i = 0; i < 4; ++i)
     EXPECT_FLOAT_EQ(got_down[i] * 255, want_down[i]) << i;
+}
+
+// The whole-image resize as it was before the row-streaming resizer (commit
+// 3ceeb3f, server/internal/bilinear_resize.cc), kept verbatim as the
+// reference the streaming version must match bit for bit.
+void ReferenceResize(const uint8_t* rgb, int width, int height, int side,
+                     const decoder_internal::Normalization& norm, float* out) {
+  struct Tap {
+    int64_t index0 = 0, index1 = 0;
+    float weight0 = 1.0f, weight1 = 0.0f;
+  };
+  const auto taps = [](int input_size, int output_size) {
+    std::vector<Tap> taps(output_size);
+    if (input_size == output_size) {
+      for (int i = 0; i < output_size; ++i) taps[i].index0 = taps[i].index1 = i;
+      return taps;
+    }
+    const float scale =
+        static_cast<float>(input_size) / static_cast<float>(output_size);
+    for (int i = 0; i < output_size; ++i) {
+      double source = static_cast<double>(scale) * (i + 0.5) - 0.5;
+      if (source < 0.0) source = 0.0;
+      Tap& tap = taps[i];
+      tap.index0 = static_cast<int64_t>(source);
+      tap.index1 = tap.index0 + (tap.index0 < input_size - 1 ? 1 : 0);
+      tap.weight1 =
+          static_cast<float>(source - static_cast<double>(tap.index0));
+      tap.weight0 = 1.0f - tap.weight1;
+    }
+    return taps;
+  };
+  const std::vector<Tap> x_taps = taps(width, side);
+  const std::vector<Tap> y_taps = taps(height, side);
+  const int64_t row_bytes = static_cast<int64_t>(width) * 3;
+  const int64_t plane = static_cast<int64_t>(side) * side;
+  for (int y = 0; y < side; ++y) {
+    const Tap& ty = y_taps[y];
+    const uint8_t* row0 = rgb + ty.index0 * row_bytes;
+    const uint8_t* row1 = rgb + ty.index1 * row_bytes;
+    for (int x = 0; x < side; ++x) {
+      const Tap& tx = x_taps[x];
+      const int64_t x0 = tx.index0 * 3;
+      const int64_t x1 = tx.index1 * 3;
+      for (int c = 0; c < 3; ++c) {
+        const float top = static_cast<float>(row0[x0 + c]) * tx.weight0 +
+                          static_cast<float>(row0[x1 + c]) * tx.weight1;
+        const float bottom = static_cast<float>(row1[x0 + c]) * tx.weight0 +
+                             static_cast<float>(row1[x1 + c]) * tx.weight1;
+        const float value = top * ty.weight0 + bottom * ty.weight1;
+        out[c * plane + static_cast<int64_t>(y) * side + x] =
+            (value / 255.0f - norm.mean[c]) / norm.std[c];
+      }
+    }
+  }
+}
+
+// Up- and downscaling, odd and prime sizes, 1-pixel sides, equal sizes: the
+// row-streaming resizer (fed row by row, and through ResizeBilinearToChw)
+// writes exactly the floats the whole-image reference writes.
+TEST(ImageDecoderTest, RowResizerMatchesWholeImageResizeBitForBit) {
+  const decoder_internal::Normalization norm{kImagenetMean, kImagenetStd};
+  struct Case {
+    int width, height, side;
+  };
+  uint32_t seed = 100;
+  for (const Case& c :
+       {Case{640, 480, 224}, Case{97, 61, 224}, Case{224, 224, 224},
+        Case{1, 1, 224}, Case{1, 300, 7}, Case{300, 1, 7}, Case{3001, 17, 96},
+        Case{13, 2999, 96}, Case{225, 223, 224}, Case{5, 5, 1},
+        Case{448, 896, 224}, Case{37, 301, 518}}) {
+    const Image image = Random(c.width, c.height, 3, ++seed);
+    const size_t count = 3 * static_cast<size_t>(c.side) * c.side;
+    std::vector<float> want(count), whole(count, -1), rows(count, -1);
+    ReferenceResize(image.pixels.data(), c.width, c.height, c.side, norm,
+                    want.data());
+    decoder_internal::ResizeBilinearToChw(image.pixels.data(), c.width,
+                                          c.height, c.side, norm, whole.data());
+    decoder_internal::BilinearRowResizer resizer(c.width, c.height, c.side,
+                                                 norm, rows.data());
+    for (int y = 0; y < c.height; ++y) {  // All rows, as the PNG path does.
+      resizer.PushRow(&image.pixels[static_cast<size_t>(y) * c.width * 3]);
+    }
+    EXPECT_TRUE(resizer.done());
+    const std::string label =
+        absl::StrCat(c.width, "x", c.height, "->", c.side);
+    EXPECT_EQ(std::memcmp(whole.data(), want.data(), count * 4), 0) << label;
+    EXPECT_EQ(std::memcmp(rows.data(), want.data(), count * 4), 0) << label;
+  }
 }
 
 // ---- JPEG. ----
