@@ -18,7 +18,8 @@
 //
 // EXIF orientation and embedded colour profiles are ignored: pixels are used
 // as stored, which is what PIL- and torchvision-based training loaders do by
-// default.
+// default. CMYK/YCCK JPEGs are converted to RGB as PIL converts them
+// (assuming Adobe's inverted CMYK).
 //
 // Thread-safety: an ImageDecoder is immutable after Create(); all methods are
 // const and safe to call concurrently. Each call creates its own libjpeg-turbo

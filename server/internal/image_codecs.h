@@ -33,9 +33,11 @@ absl::Status CheckDimensions(int64_t width, int64_t height,
 
 // Decodes a JPEG to RGB. With `min_scaled_side` > 0 the image is decoded at
 // the smallest of 1/1, 1/2, 1/4, 1/8 that keeps both sides >= it (DCT
-// scaling); 0 decodes at full size. Any libjpeg-turbo warning ("Premature
-// end of JPEG file", "Corrupt JPEG data: ...") is an error: a half-decoded
-// frame padded with grey would be classified without anyone noticing.
+// scaling); 0 decodes at full size. CMYK and YCCK JPEGs are converted to RGB
+// assuming Adobe's inverted storage (see jpeg_codec.cc). Any libjpeg-turbo
+// warning ("Premature end of JPEG file", "Corrupt JPEG data: ...") is an
+// error: a half-decoded frame padded with grey would be classified without
+// anyone noticing.
 absl::StatusOr<DecodedRgb> DecodeJpeg(std::string_view bytes,
                                       uint64_t max_pixels, int min_scaled_side);
 

@@ -21,6 +21,9 @@
 #include <utility>
 #include <vector>
 
+// jpeglib.h needs FILE and size_t declared first.
+#include <jpeglib.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -93,6 +96,7 @@ Image ToRgb(const Image& in) {
   return out;
 }
 
+// Channels 4 are CMYK, which TurboJPEG writes as a YCCK JPEG.
 std::string EncodeJpeg(const Image& image, int quality = 95,
                        int subsampling = TJSAMP_444) {
   tjhandle handle = tjInitCompress();
@@ -110,6 +114,49 @@ std::string EncodeJpeg(const Image& image, int quality = 95,
   tjFree(buffer);
   tjDestroy(handle);
   return jpeg;
+}
+
+// A 4-channel image as a JPEG in colour space `space` (JCS_CMYK or
+// JCS_YCCK), through libjpeg's own API: TurboJPEG only writes YCCK. libjpeg
+// stores the samples as given and adds an Adobe APP14 marker, as Photoshop
+// does; the test images hold Adobe-inverted values (255 = no ink).
+std::string EncodeCmykJpeg(const Image& cmyk, J_COLOR_SPACE space,
+                           int quality = 95) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr error;
+  cinfo.err = jpeg_std_error(&error);  // Exits on error: inputs are valid.
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = cmyk.width;
+  cinfo.image_height = cmyk.height;
+  cinfo.input_components = 4;
+  cinfo.in_color_space = JCS_CMYK;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_colorspace(&cinfo, space);  // YCCK: Y and K at 2x2 sampling.
+  jpeg_set_quality(&cinfo, quality, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(
+        &cmyk.pixels[static_cast<size_t>(cinfo.next_scanline) * cmyk.width *
+                     4]);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string jpeg(reinterpret_cast<char*>(buffer), size);
+  free(buffer);
+  return jpeg;
+}
+
+int JpegColorspace(const std::string& jpeg) {
+  tjhandle handle = tjInitDecompress();
+  int width = 0, height = 0, subsampling = 0, colorspace = -1;
+  tjDecompressHeader3(handle, reinterpret_cast<const uint8_t*>(jpeg.data()),
+                      jpeg.size(), &width, &height, &subsampling, &colorspace);
+  tjDestroy(handle);
+  return colorspace;
 }
 
 // `samples` are in libspng's SPNG_FMT_PNG layout (16-bit: host-endian).
@@ -471,7 +518,7 @@ TEST(ImageDecoderTest, DctScalingPicksSmallestScaleStillAtLeastS) {
   }
 }
 
-TEST(ImageDecoderTest, RejectsTruncatedAndCmykJpeg) {
+TEST(ImageDecoderTest, RejectsTruncatedJpeg) {
   const auto decoder = MakeDecoder();
   const std::string jpeg = EncodeJpeg(Gradient(320, 240));
   const absl::Status truncated =
@@ -480,8 +527,102 @@ TEST(ImageDecoderTest, RejectsTruncatedAndCmykJpeg) {
   EXPECT_THAT(std::string(truncated.message()),
               HasSubstr("Premature end of JPEG file"));
   ExpectInvalid(DecodeStatus(*decoder, jpeg.substr(0, 40)), "no image frame");
-  ExpectInvalid(DecodeStatus(*decoder, EncodeJpeg(Gradient(64, 64, 4))),
-                "CMYK");
+}
+
+// Adobe-inverted CMYK (255 = no ink) as PIL converts it: R = C * K / 255.
+std::array<uint8_t, 3> AdobeCmykToRgb(const uint8_t* cmyk) {
+  std::array<uint8_t, 3> rgb;
+  for (int c = 0; c < 3; ++c) {
+    rgb[c] = static_cast<uint8_t>(std::lround(cmyk[c] * cmyk[3] / 255.0));
+  }
+  return rgb;
+}
+
+Image AdobeCmykToRgb(const Image& cmyk) {
+  Image rgb{cmyk.width, cmyk.height, 3, {}};
+  for (size_t i = 0; i < cmyk.pixels.size(); i += 4) {
+    const auto pixel = AdobeCmykToRgb(&cmyk.pixels[i]);
+    rgb.pixels.insert(rgb.pixels.end(), pixel.begin(), pixel.end());
+  }
+  return rgb;
+}
+
+// Smooth in every channel, ink and black both varying.
+Image CmykGradient(int width, int height) {
+  Image image{width, height, 4, {}};
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const float u = static_cast<float>(x) / std::max(1, width - 1);
+      const float v = static_cast<float>(y) / std::max(1, height - 1);
+      const float cmyk[4] = {255 * u, 255 * v, 255 * (1 - u), 255 - 120 * v};
+      for (float value : cmyk)
+        image.pixels.push_back(static_cast<uint8_t>(std::lround(value)));
+    }
+  }
+  return image;
+}
+
+// The three ways a 4-component JPEG arrives: CMYK and YCCK from libjpeg
+// (Photoshop writes both, with the Adobe marker), YCCK from TurboJPEG.
+std::vector<std::pair<std::string, std::string>> CmykJpegs(const Image& cmyk) {
+  return {{"CMYK", EncodeCmykJpeg(cmyk, JCS_CMYK)},
+          {"YCCK", EncodeCmykJpeg(cmyk, JCS_YCCK)},
+          {"TurboJPEG YCCK", EncodeJpeg(cmyk)}};
+}
+
+TEST(ImageDecoderTest, CmykAndYcckJpegsDecodeAsAdobeInvertedCmyk) {
+  // 64-px patches: white, cyan, magenta / yellow, black, a mixed colour
+  // (141, 71, 35). Their centres are far from the JPEG ringing at the edges.
+  const uint8_t patches[6][4] = {{255, 255, 255, 255}, {0, 255, 255, 255},
+                                 {255, 0, 255, 255},   {255, 255, 0, 255},
+                                 {255, 255, 255, 0},   {200, 100, 50, 180}};
+  Image cmyk{192, 128, 4, {}};
+  for (int y = 0; y < cmyk.height; ++y) {
+    for (int x = 0; x < cmyk.width; ++x) {
+      const uint8_t* patch = patches[(y / 64) * 3 + x / 64];
+      cmyk.pixels.insert(cmyk.pixels.end(), patch, patch + 4);
+    }
+  }
+  for (const auto& [name, jpeg] : CmykJpegs(cmyk)) {
+    EXPECT_EQ(JpegColorspace(jpeg), name == "CMYK" ? TJCS_CMYK : TJCS_YCCK);
+    auto rgb = decoder_internal::DecodeJpeg(jpeg, 1 << 20, 0);
+    ASSERT_TRUE(rgb.ok()) << name << ": " << rgb.status();
+    ASSERT_EQ(rgb->pixels.size(), 192u * 128 * 3);
+    for (int p = 0; p < 6; ++p) {
+      const int x = (p % 3) * 64 + 32, y = (p / 3) * 64 + 32;
+      const auto want = AdobeCmykToRgb(patches[p]);
+      for (int c = 0; c < 3; ++c) {
+        EXPECT_NEAR(rgb->pixels[(y * 192 + x) * 3 + c], want[c], 3)
+            << name << " patch " << p << " channel " << c;
+      }
+    }
+  }
+  // Whole pipeline on a smooth image: as close to the exact conversion as
+  // an RGB JPEG is to its source (JpegOfSmoothGradientIsCloseToItsSource).
+  const auto decoder = MakeDecoder();
+  const Image gradient = CmykGradient(300, 200);
+  const auto want = ViaRgb(*decoder, AdobeCmykToRgb(gradient));
+  for (const auto& [name, jpeg] : CmykJpegs(gradient)) {
+    const auto got = ViaEncoded(*decoder, jpeg);
+    EXPECT_LT(MaxAbsDiff(got, want), 0.06f) << name;
+    EXPECT_LT(MeanAbsDiff(got, want), 0.01) << name;
+  }
+}
+
+TEST(ImageDecoderTest, CmykJpegsUseDctScaling) {
+  const auto scaled = MakeDecoder();
+  ImageDecoderOptions full_options;
+  full_options.jpeg_dct_scaling = false;
+  const auto full = MakeDecoder(full_options);
+  for (const auto& [name, jpeg] : CmykJpegs(CmykGradient(1000, 700))) {
+    DecodeInfo info;
+    const auto got = ViaEncoded(*scaled, jpeg, &info);
+    EXPECT_EQ(info.decoded_width, 500) << name;
+    EXPECT_EQ(info.decoded_height, 350) << name;
+    const auto want = ViaEncoded(*full, jpeg);
+    EXPECT_LT(MaxAbsDiff(got, want), 0.06f) << name;
+    EXPECT_LT(MeanAbsDiff(got, want), 0.01) << name;
+  }
 }
 
 // Some cameras append data (thumbnails, vendor blocks) after the EOI marker;
