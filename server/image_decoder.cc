@@ -118,30 +118,35 @@ absl::StatusOr<DecodeInfo> ImageDecoder::DecodeEncoded(std::string_view bytes,
         absl::StrCat("image is ", bytes.size(), " bytes; the limit is ",
                      options_.max_encoded_bytes, " (max_encoded_bytes)"));
   }
+  const decoder_internal::Normalization norm{options_.mean, options_.std};
   DecodeInfo info;
-  decoder_internal::DecodedRgb rgb;
-  if (StartsWith(bytes, kJpegMagic)) {
-    info.format = ImageFormat::kJpeg;
-    const int min_side = options_.jpeg_dct_scaling ? options_.image_size : 0;
-    ASSIGN_OR_RETURN(rgb, decoder_internal::DecodeJpeg(
-                              bytes, options_.max_pixels, min_side));
-  } else if (StartsWith(bytes, kPngMagic)) {
+  if (StartsWith(bytes, kPngMagic)) {
     info.format = ImageFormat::kPng;
-    ASSIGN_OR_RETURN(rgb,
-                     decoder_internal::DecodePng(bytes, options_.max_pixels));
-  } else {
+    ASSIGN_OR_RETURN(
+        const decoder_internal::DecodedSize size,
+        decoder_internal::DecodePngToChw(bytes, options_.max_pixels,
+                                         options_.image_size, norm, out));
+    info.source_width = info.decoded_width = size.width;
+    info.source_height = info.decoded_height = size.height;
+    return info;
+  }
+  if (!StartsWith(bytes, kJpegMagic)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown image format: expected JPEG (ff d8 ff) or PNG (89 50 4e 47 "
         "0d 0a 1a 0a); the first bytes are ",
         HexPrefix(bytes)));
   }
+  info.format = ImageFormat::kJpeg;
+  const int min_side = options_.jpeg_dct_scaling ? options_.image_size : 0;
+  ASSIGN_OR_RETURN(
+      const decoder_internal::DecodedRgb rgb,
+      decoder_internal::DecodeJpeg(bytes, options_.max_pixels, min_side));
   info.source_width = rgb.source_width;
   info.source_height = rgb.source_height;
   info.decoded_width = rgb.width;
   info.decoded_height = rgb.height;
-  decoder_internal::ResizeBilinearToChw(rgb.pixels.data(), rgb.width,
-                                        rgb.height, options_.image_size,
-                                        {options_.mean, options_.std}, out);
+  decoder_internal::ResizeBilinearToChw(
+      rgb.pixels.data(), rgb.width, rgb.height, options_.image_size, norm, out);
   return info;
 }
 

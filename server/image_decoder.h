@@ -21,6 +21,10 @@
 // default. CMYK/YCCK JPEGs are converted to RGB as PIL converts them
 // (assuming Adobe's inverted CMYK).
 //
+// Memory: a JPEG is decoded whole (at its DCT-scaled size), a non-interlaced
+// PNG a row at a time straight into the resize, so its decode holds O(width)
+// bytes however tall it is.
+//
 // Thread-safety: an ImageDecoder is immutable after Create(); all methods are
 // const and safe to call concurrently. Each call creates its own libjpeg-turbo
 // or libspng handle, so calls share no codec state.

@@ -10,9 +10,9 @@
 // Because W goes first, a source row is interpolated along W once, into S
 // floats per channel, and every output row then blends two of those rows.
 // The resizer therefore only ever holds two W-interpolated rows and can take
-// the source a row at a time (so a decoder can stream rows into it); the
-// whole-image entry point feeds it the same way, so both paths run the same
-// float operations in the same order and agree bit for bit.
+// the source a row at a time (PNG decoding streams into it); the whole-image
+// entry point feeds it the same way, so both paths run the same float
+// operations in the same order and agree bit for bit.
 #include <cstdint>
 #include <vector>
 

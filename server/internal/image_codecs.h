@@ -17,6 +17,14 @@
 
 namespace edge::decoder_internal {
 
+// The sizes a decode deals with.
+struct DecodedSize {
+  int source_width = 0;  // As declared by the file header.
+  int source_height = 0;
+  int width = 0;  // Of the decoded pixels; smaller after DCT scaling.
+  int height = 0;
+};
+
 // An image decoded to 8-bit RGB, HWC order.
 struct DecodedRgb {
   int source_width = 0;  // As declared by the file header.
@@ -41,16 +49,24 @@ absl::Status CheckDimensions(int64_t width, int64_t height,
 absl::StatusOr<DecodedRgb> DecodeJpeg(std::string_view bytes,
                                       uint64_t max_pixels, int min_scaled_side);
 
-// Decodes any PNG (greyscale, palette, 16-bit, alpha, interlaced) to RGB8;
-// alpha is dropped, 16-bit samples keep their high byte.
-absl::StatusOr<DecodedRgb> DecodePng(std::string_view bytes,
-                                     uint64_t max_pixels);
-
 // Normalisation after resizing: out = (v / 255 - mean[c]) / std[c].
 struct Normalization {
   std::array<float, 3> mean;
   std::array<float, 3> std;
 };
+
+// Decodes any PNG (greyscale, palette, 16-bit, alpha, interlaced) to RGB8 and
+// resizes it into `out` as ResizeBilinearToChw does; alpha is dropped, 16-bit
+// samples keep their high byte. Every chunk up to IEND is read and its CRC
+// checked. Non-interlaced images stream row by row into the resizer, so the
+// decoded image never exists whole; interlaced (Adam7) ones are decoded
+// whole first, since each pass revisits every row.
+// REQUIRES: side > 0; `out` holds 3 * side * side floats.
+// On error `out` may have been partly written.
+absl::StatusOr<DecodedSize> DecodePngToChw(std::string_view bytes,
+                                           uint64_t max_pixels, int side,
+                                           const Normalization& norm,
+                                           float* out);
 
 // Resizes HWC RGB `rgb` (width x height) to `side` x `side` exactly as
 // torch.nn.functional.interpolate(mode="bilinear", align_corners=False,

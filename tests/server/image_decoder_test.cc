@@ -2,6 +2,7 @@
 
 #include <spng.h>
 #include <turbojpeg.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -29,10 +30,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/internal/image_codecs.h"
+#include "tests/testing/heap_peak.h"
 
 namespace edge {
 namespace {
 
+using test_support::HeapPeak;
 using ::testing::HasSubstr;
 
 constexpr int kSide = 224;
@@ -162,7 +165,7 @@ int JpegColorspace(const std::string& jpeg) {
 // `samples` are in libspng's SPNG_FMT_PNG layout (16-bit: host-endian).
 std::string EncodePng(const void* samples, size_t size, int width, int height,
                       uint8_t color_type, uint8_t bit_depth,
-                      spng_plte* palette = nullptr) {
+                      spng_plte* palette = nullptr, bool interlaced = false) {
   spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
   spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
   spng_ihdr ihdr{};
@@ -170,6 +173,7 @@ std::string EncodePng(const void* samples, size_t size, int width, int height,
   ihdr.height = height;
   ihdr.bit_depth = bit_depth;
   ihdr.color_type = color_type;
+  ihdr.interlace_method = interlaced ? SPNG_INTERLACE_ADAM7 : 0;
   spng_set_ihdr(ctx, &ihdr);
   if (palette != nullptr) spng_set_plte(ctx, palette);
   int rc =
@@ -183,13 +187,38 @@ std::string EncodePng(const void* samples, size_t size, int width, int height,
   return bytes;
 }
 
-std::string EncodePng(const Image& image) {
+std::string EncodePng(const Image& image, bool interlaced = false) {
   const uint8_t color_type = image.channels == 1 ? SPNG_COLOR_TYPE_GRAYSCALE
                              : image.channels == 4
                                  ? SPNG_COLOR_TYPE_TRUECOLOR_ALPHA
                                  : SPNG_COLOR_TYPE_TRUECOLOR;
   return EncodePng(image.pixels.data(), image.pixels.size(), image.width,
-                   image.height, color_type, 8);
+                   image.height, color_type, 8, nullptr, interlaced);
+}
+
+// An all-zero RGB8 PNG, encoded a row at a time so that a large one costs
+// the test no image-sized buffer.
+std::string EncodeBlackPng(int width, int height) {
+  spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+  spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+  spng_set_option(ctx, SPNG_FILTER_CHOICE, SPNG_DISABLE_FILTERING);
+  spng_ihdr ihdr{};
+  ihdr.width = width;
+  ihdr.height = height;
+  ihdr.bit_depth = 8;
+  ihdr.color_type = SPNG_COLOR_TYPE_TRUECOLOR;
+  spng_set_ihdr(ctx, &ihdr);
+  int rc = spng_encode_image(ctx, nullptr, 0, SPNG_FMT_PNG,
+                             SPNG_ENCODE_PROGRESSIVE | SPNG_ENCODE_FINALIZE);
+  const std::vector<uint8_t> row(static_cast<size_t>(width) * 3);
+  while (rc == 0) rc = spng_encode_row(ctx, row.data(), row.size());
+  EXPECT_EQ(rc, SPNG_EOI) << spng_strerror(rc);
+  size_t png_size = 0;
+  void* png = spng_get_png_buffer(ctx, &png_size, &rc);
+  std::string bytes(static_cast<char*>(png), png_size);
+  free(png);
+  spng_ctx_free(ctx);
+  return bytes;
 }
 
 uint32_t Crc32(const std::string& bytes, size_t begin, size_t end) {
@@ -206,6 +235,44 @@ void PutBigEndian(std::string& bytes, size_t at, uint32_t value, int n) {
   for (int i = 0; i < n; ++i) {
     bytes[at + i] = static_cast<char>(value >> (8 * (n - 1 - i)));
   }
+}
+
+// Offsets of the length fields of the chunks of `type`, in file order.
+std::vector<size_t> Chunks(const std::string& png, std::string_view type) {
+  std::vector<size_t> found;
+  for (size_t at = 8; at + 12 <= png.size();) {
+    uint32_t length = 0;
+    for (int i = 0; i < 4; ++i)
+      length = (length << 8) | static_cast<uint8_t>(png[at + i]);
+    if (std::string_view(png).substr(at + 4, 4) == type) found.push_back(at);
+    at += 12 + static_cast<size_t>(length);
+  }
+  return found;
+}
+
+// `png` with a chunk of `type` and `data` (and a correct CRC) inserted
+// before the first chunk of type `before`.
+std::string InsertChunk(const std::string& png, std::string_view before,
+                        std::string_view type, std::string_view data) {
+  std::string chunk(4, '\0');
+  PutBigEndian(chunk, 0, static_cast<uint32_t>(data.size()), 4);
+  chunk.append(type);
+  chunk.append(data);
+  chunk.resize(chunk.size() + 4);
+  PutBigEndian(chunk, chunk.size() - 4, Crc32(chunk, 4, chunk.size() - 4), 4);
+  std::string out = png;
+  out.insert(Chunks(png, before).at(0), chunk);
+  return out;
+}
+
+// zTXt payload: keyword, NUL, method 0, then `text` deflated.
+std::string ZtxtData(const std::string& text) {
+  uLongf size = compressBound(text.size());
+  std::string deflated(size, '\0');
+  compress(reinterpret_cast<Bytef*>(deflated.data()), &size,
+           reinterpret_cast<const Bytef*>(text.data()), text.size());
+  deflated.resize(size);
+  return std::string("Comment\0\0", 9) + deflated;
 }
 
 // ---- Helpers around the decoder. ----
@@ -714,6 +781,85 @@ TEST(ImageDecoderTest, RejectsHugePngBeforeAllocating) {
   ExpectInvalid(DecodeStatus(*decoder, png),
                 "image is 100000x100000 = 10000000000 pixels; the limit is "
                 "40000000 (max_pixels)");
+}
+
+// Adam7 PNGs take the whole-image path, the others stream row by row: same
+// pixels, same floats.
+TEST(ImageDecoderTest, InterlacedAndStreamedPngsDecodeIdentically) {
+  const auto decoder = MakeDecoder();
+  for (const Image& image :
+       {Random(123, 45, 3, 11), Random(64, 300, 4, 12), Random(200, 201, 1, 13),
+        Random(1, 1, 3, 14), Random(7, 3, 3, 15)}) {
+    const auto streamed = ViaEncoded(*decoder, EncodePng(image));
+    const auto interlaced = ViaEncoded(*decoder, EncodePng(image, true));
+    EXPECT_EQ(streamed, interlaced) << image.width << "x" << image.height;
+    EXPECT_EQ(MaxAbsDiff(streamed, ViaRgb(*decoder, image)), 0);
+  }
+}
+
+// Every chunk's CRC is checked, up to IEND: critical and ancillary, before
+// and after the image data. libspng alone would discard an ancillary chunk
+// with a bad CRC and would stop reading once the last row was decoded.
+TEST(ImageDecoderTest, RejectsPngCrcErrorsNamingTheChunk) {
+  const auto decoder = MakeDecoder();
+  std::string png = EncodePng(Random(100, 80, 3, 4));  // Three IDATs.
+  png = InsertChunk(png, "IDAT", "tEXt", std::string("Title\0camera 7", 14));
+  png = InsertChunk(png, "IDAT", "zTXt", ZtxtData("exposure 1/250"));
+  png = InsertChunk(png, "IEND", "tEXt", std::string("Comment\0late", 12));
+  ASSERT_TRUE(DecodeStatus(*decoder, png).ok());
+  ASSERT_TRUE(DecodeStatus(*decoder, png + "trailing bytes").ok());
+  const std::vector<size_t> idat = Chunks(png, "IDAT");
+  const std::vector<size_t> text = Chunks(png, "tEXt");
+  ASSERT_EQ(idat.size(), 3u);
+  ASSERT_EQ(text.size(), 2u);
+  ASSERT_GT(text[1], idat.back());
+  const size_t iend = Chunks(png, "IEND").at(0);
+  const std::pair<std::string, size_t> chunks[] = {
+      {"IHDR", 8},
+      {"tEXt", text[0]},
+      {"zTXt", Chunks(png, "zTXt").at(0)},
+      {"IDAT", idat[0]},
+      {"IDAT", idat.back()},
+      {"tEXt", text[1]},  // After the image data.
+      {"IEND", iend}};
+  for (const auto& [type, at] : chunks) {
+    uint32_t length = 0;
+    for (int i = 0; i < 4; ++i)
+      length = (length << 8) | static_cast<uint8_t>(png[at + i]);
+    std::string damaged = png;
+    damaged[at + 8 + length + 3] ^= 0x01;  // The CRC's last byte.
+    ExpectInvalid(DecodeStatus(*decoder, damaged),
+                  absl::StrCat("the ", type, " chunk at byte ", at,
+                               " fails its CRC checksum (stored "));
+  }
+  ExpectInvalid(DecodeStatus(*decoder, png.substr(0, iend)),
+                "without an IEND chunk");
+}
+
+// 36 MP of black compress to 35 KB; decoded whole they would be a 108 MB
+// RGB buffer. Streamed, the decode holds a row or two.
+TEST(ImageDecoderTest, LargePngDecodesInMemoryProportionalToItsWidth) {
+  if (!HeapPeak::available()) GTEST_SKIP() << "no heap measurement here";
+  const std::string png = EncodeBlackPng(6000, 6000);
+  ImageDecoderOptions options;
+  options.mean = kImagenetMean;
+  options.std = kImagenetStd;
+  const auto decoder = MakeDecoder(options);
+  std::vector<float> out = Output(*decoder);
+  int64_t peak = 0;
+  {
+    HeapPeak heap;
+    ASSERT_TRUE(decoder->DecodeEncoded(png, out.data()).ok());
+    peak = heap.bytes();
+  }
+  std::printf("6000x6000 PNG (%zu bytes): decode heap peak %lld bytes\n",
+              png.size(), static_cast<long long>(peak));
+  // An 18 KB RGB row, libspng's two 18 KB scanlines, ~45 KB of libspng and
+  // zlib state, ~16 KB of resizer.
+  EXPECT_LT(peak, 256 << 10);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(out[c * kSide * kSide + 1234], Normalised(0, c, options));
+  }
 }
 
 // ---- Rejections common to all inputs. ----
