@@ -1,6 +1,7 @@
 // Internals of ImageDecoder (server/image_decoder.h): JPEG and PNG to 8-bit
-// RGB, and the bilinear resize + normalisation to the model's input. Not a
-// public API; only image_decoder.cc and its tests include this.
+// RGB, the bilinear resize + normalisation to the model's input, and the
+// header probes that predict what a decode will cost. Not a public API; only
+// image_decoder.cc and its tests include this.
 //
 // Thread-safety: free functions without shared state; each call owns its
 // codec handle. A BilinearRowResizer is used by one thread at a time.
@@ -34,6 +35,19 @@ struct DecodedRgb {
   std::vector<uint8_t> pixels;  // width * height * 3 bytes.
 };
 
+// What decoding an image will cost, predicted from its header alone.
+struct CodecCost {
+  DecodedSize size;
+  // Upper estimate of the heap bytes the codec's decode allocates at its
+  // peak: pixel buffers, the codec library's own state and the metadata it
+  // keeps. Excludes the resizer (BilinearRowResizer::HeapBytes).
+  uint64_t heap_bytes = 0;
+  // Decode CPU time in units of "one pixel of a full-size baseline 4:2:0
+  // JPEG decode" (the measured ns/pixel figures are in jpeg_cost.cc and
+  // png_codec.cc).
+  uint64_t work_pixels = 0;
+};
+
 // INVALID_ARGUMENT unless 0 < width, height and width * height <= max_pixels.
 // Called on header dimensions, before any pixel buffer exists.
 absl::Status CheckDimensions(int64_t width, int64_t height,
@@ -48,6 +62,12 @@ absl::Status CheckDimensions(int64_t width, int64_t height,
 // anyone noticing.
 absl::StatusOr<DecodedRgb> DecodeJpeg(std::string_view bytes,
                                       uint64_t max_pixels, int min_scaled_side);
+
+// What DecodeJpeg(bytes, max_pixels, min_scaled_side) will cost, from the
+// headers (the markers before the first scan). Fails like DecodeJpeg on
+// headers it would refuse; OK does not promise the scan data is intact.
+absl::StatusOr<CodecCost> ProbeJpeg(std::string_view bytes, uint64_t max_pixels,
+                                    int min_scaled_side);
 
 // Normalisation after resizing: out = (v / 255 - mean[c]) / std[c].
 struct Normalization {
@@ -67,6 +87,11 @@ absl::StatusOr<DecodedSize> DecodePngToChw(std::string_view bytes,
                                            uint64_t max_pixels, int side,
                                            const Normalization& norm,
                                            float* out);
+
+// What DecodePngToChw(bytes, max_pixels, ...) will cost, from the IHDR chunk
+// and the chunk headers. Fails like DecodePngToChw on an IHDR it would
+// refuse; OK does not promise the data or the CRCs are intact.
+absl::StatusOr<CodecCost> ProbePng(std::string_view bytes, uint64_t max_pixels);
 
 // Resizes HWC RGB `rgb` (width x height) to `side` x `side` exactly as
 // torch.nn.functional.interpolate(mode="bilinear", align_corners=False,

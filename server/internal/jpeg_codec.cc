@@ -1,4 +1,6 @@
-// JPEG -> RGB8 with the TurboJPEG API of libjpeg-turbo 2.1.
+// JPEG -> RGB8 with the TurboJPEG API of libjpeg-turbo 2.1, and the header
+// probe that predicts what such a decode costs (its memory model and its CPU
+// figures are in jpeg_cost.cc).
 //
 // CMYK and YCCK JPEGs (4 components; libjpeg turns YCCK into CMYK itself) are
 // decoded to CMYK and converted here, because TurboJPEG 2.1 will not convert
@@ -25,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/internal/image_codecs.h"
+#include "server/internal/jpeg_cost.h"
 
 namespace edge::decoder_internal {
 namespace {
@@ -60,11 +63,6 @@ absl::StatusOr<TjHandle> NewDecompressor() {
   return handle;
 }
 
-struct JpegSize {
-  int width;
-  int height;
-};
-
 // The header as TurboJPEG reads it, and the output size chosen for it.
 struct JpegHeader {
   JpegSize source;
@@ -84,7 +82,8 @@ JpegSize ChooseDctScale(JpegSize full, int min_side) {
     const bool power_of_two =
         f.num == 1 && (f.denom == 2 || f.denom == 4 || f.denom == 8);
     if (!power_of_two) continue;
-    const JpegSize scaled{TJSCALED(full.width, f), TJSCALED(full.height, f)};
+    const JpegSize scaled{TJSCALED(full.width, f), TJSCALED(full.height, f),
+                          f.denom};
     if (scaled.width >= min_side && scaled.height >= min_side &&
         static_cast<int64_t>(scaled.width) * scaled.height <
             static_cast<int64_t>(best.width) * best.height) {
@@ -115,7 +114,7 @@ absl::StatusOr<JpegHeader> ReadHeader(tjhandle handle, std::string_view bytes,
   }
   RETURN_IF_ERROR(CheckDimensions(width, height, max_pixels));
   JpegHeader header;
-  header.source = {width, height};
+  header.source = {width, height, 1};
   header.scaled = ChooseDctScale(header.source, min_scaled_side);
   header.cmyk = colorspace == TJCS_CMYK || colorspace == TJCS_YCCK;
   return header;
@@ -168,6 +167,23 @@ absl::StatusOr<DecodedRgb> DecodeJpeg(std::string_view bytes,
     image.pixels.resize(pixel_count * 3);  // Keeps the capacity: no copy.
   }
   return image;
+}
+
+absl::StatusOr<CodecCost> ProbeJpeg(std::string_view bytes, uint64_t max_pixels,
+                                    int min_scaled_side) {
+  ASSIGN_OR_RETURN(TjHandle handle, NewDecompressor());
+  ASSIGN_OR_RETURN(
+      const JpegHeader header,
+      ReadHeader(handle.get(), bytes, max_pixels, min_scaled_side));
+  const JpegFrame frame = ParseJpegFrame(bytes, header.cmyk ? 4 : 3);
+  CodecCost cost;
+  cost.size = {header.source.width, header.source.height, header.scaled.width,
+               header.scaled.height};
+  cost.heap_bytes =
+      JpegDecodeHeapBytes(frame, header.source, header.scaled, header.cmyk);
+  cost.work_pixels =
+      JpegDecodeWorkPixels(frame, header.source, header.scaled, header.cmyk);
+  return cost;
 }
 
 }  // namespace edge::decoder_internal
