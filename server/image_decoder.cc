@@ -108,8 +108,8 @@ absl::StatusOr<std::unique_ptr<ImageDecoder>> ImageDecoder::Create(
   return std::unique_ptr<ImageDecoder>(new ImageDecoder(std::move(options)));
 }
 
-absl::StatusOr<DecodeInfo> ImageDecoder::DecodeEncoded(std::string_view bytes,
-                                                       float* out) const {
+absl::StatusOr<ImageFormat> ImageDecoder::CheckEncoded(
+    std::string_view bytes) const {
   if (bytes.empty()) {
     return absl::InvalidArgumentError("image is empty (0 bytes)");
   }
@@ -118,45 +118,76 @@ absl::StatusOr<DecodeInfo> ImageDecoder::DecodeEncoded(std::string_view bytes,
         absl::StrCat("image is ", bytes.size(), " bytes; the limit is ",
                      options_.max_encoded_bytes, " (max_encoded_bytes)"));
   }
+  if (StartsWith(bytes, kJpegMagic)) return ImageFormat::kJpeg;
+  if (StartsWith(bytes, kPngMagic)) return ImageFormat::kPng;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown image format: expected JPEG (ff d8 ff) or PNG (89 50 4e 47 "
+      "0d 0a 1a 0a); the first bytes are ",
+      HexPrefix(bytes)));
+}
+
+absl::StatusOr<DecodeInfo> ImageDecoder::DecodeEncoded(std::string_view bytes,
+                                                       float* out) const {
+  ASSIGN_OR_RETURN(const ImageFormat format, CheckEncoded(bytes));
+  const decoder_internal::Normalization norm{options_.mean, options_.std};
   DecodeInfo info;
-  decoder_internal::DecodedRgb rgb;
-  if (StartsWith(bytes, kJpegMagic)) {
-    info.format = ImageFormat::kJpeg;
-    const int min_side = options_.jpeg_dct_scaling ? options_.image_size : 0;
-    ASSIGN_OR_RETURN(rgb, decoder_internal::DecodeJpeg(
-                              bytes, options_.max_pixels, min_side));
-  } else if (StartsWith(bytes, kPngMagic)) {
-    info.format = ImageFormat::kPng;
-    ASSIGN_OR_RETURN(rgb,
-                     decoder_internal::DecodePng(bytes, options_.max_pixels));
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown image format: expected JPEG (ff d8 ff) or PNG (89 50 4e 47 "
-        "0d 0a 1a 0a); the first bytes are ",
-        HexPrefix(bytes)));
+  info.format = format;
+  if (format == ImageFormat::kPng) {
+    ASSIGN_OR_RETURN(
+        const decoder_internal::DecodedSize size,
+        decoder_internal::DecodePngToChw(bytes, options_.max_pixels,
+                                         options_.image_size, norm, out));
+    info.source_width = info.decoded_width = size.width;
+    info.source_height = info.decoded_height = size.height;
+    return info;
   }
+  ASSIGN_OR_RETURN(const decoder_internal::DecodedRgb rgb,
+                   decoder_internal::DecodeJpeg(bytes, options_.max_pixels,
+                                                JpegMinScaledSide()));
   info.source_width = rgb.source_width;
   info.source_height = rgb.source_height;
   info.decoded_width = rgb.width;
   info.decoded_height = rgb.height;
-  decoder_internal::ResizeBilinearToChw(rgb.pixels.data(), rgb.width,
-                                        rgb.height, options_.image_size,
-                                        {options_.mean, options_.std}, out);
+  decoder_internal::ResizeBilinearToChw(
+      rgb.pixels.data(), rgb.width, rgb.height, options_.image_size, norm, out);
   return info;
 }
 
 absl::StatusOr<DecodeCost> ImageDecoder::ProbeEncoded(
     std::string_view bytes) const {
-  DecodeCost cost;
-  if (StartsWith(bytes, kPngMagic) && bytes.size() >= 24) {
-    auto be32 = [&](size_t at) {
-      const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-      return (uint64_t{p[at]} << 24) | (p[at + 1] << 16) | (p[at + 2] << 8) |
-             p[at + 3];
-    };
-    cost.work_pixels = be32(16) * be32(20);
-    cost.peak_bytes = cost.work_pixels * 3;
+  ASSIGN_OR_RETURN(const ImageFormat format, CheckEncoded(bytes));
+  decoder_internal::CodecCost codec;
+  if (format == ImageFormat::kPng) {
+    ASSIGN_OR_RETURN(codec,
+                     decoder_internal::ProbePng(bytes, options_.max_pixels));
+  } else {
+    ASSIGN_OR_RETURN(codec,
+                     decoder_internal::ProbeJpeg(bytes, options_.max_pixels,
+                                                 JpegMinScaledSide()));
   }
+  DecodeCost cost;
+  cost.info.format = format;
+  cost.info.source_width = codec.size.source_width;
+  cost.info.source_height = codec.size.source_height;
+  cost.info.decoded_width = codec.size.width;
+  cost.info.decoded_height = codec.size.height;
+  cost.peak_bytes =
+      codec.heap_bytes +
+      decoder_internal::BilinearRowResizer::HeapBytes(options_.image_size);
+  cost.work_pixels = codec.work_pixels;
+  return cost;
+}
+
+absl::StatusOr<DecodeCost> ImageDecoder::ProbeRgb(int width, int height) const {
+  RETURN_IF_ERROR(
+      decoder_internal::CheckDimensions(width, height, options_.max_pixels));
+  DecodeCost cost;
+  cost.info.format = ImageFormat::kRawRgb;
+  cost.info.source_width = cost.info.decoded_width = width;
+  cost.info.source_height = cost.info.decoded_height = height;
+  cost.peak_bytes =
+      decoder_internal::BilinearRowResizer::HeapBytes(options_.image_size);
+  cost.work_pixels = static_cast<uint64_t>(width) * height;
   return cost;
 }
 

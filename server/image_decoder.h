@@ -18,7 +18,13 @@
 //
 // EXIF orientation and embedded colour profiles are ignored: pixels are used
 // as stored, which is what PIL- and torchvision-based training loaders do by
-// default.
+// default. CMYK/YCCK JPEGs are converted to RGB as PIL converts them
+// (assuming Adobe's inverted CMYK).
+//
+// Memory: a JPEG is decoded whole (at its DCT-scaled size), a non-interlaced
+// PNG a row at a time straight into the resize, so its decode holds O(width)
+// bytes however tall it is. ProbeEncoded() predicts a decode's peak memory
+// and CPU work from the headers alone, for admission control: see DecodeCost.
 //
 // Thread-safety: an ImageDecoder is immutable after Create(); all methods are
 // const and safe to call concurrently. Each call creates its own libjpeg-turbo
@@ -83,7 +89,8 @@ struct ImageDecoderOptions {
   bool jpeg_dct_scaling = true;
 };
 
-enum class ImageFormat { kJpeg, kPng };
+// kRawRgb: the pixels FromRgb() takes (only ProbeRgb() reports it).
+enum class ImageFormat { kJpeg, kPng, kRawRgb };
 
 // What DecodeEncoded() saw, for logs and tests.
 struct DecodeInfo {
@@ -94,15 +101,39 @@ struct DecodeInfo {
   int decoded_height = 0;
 };
 
-// TEMPORARY (replaced by the codec branch's probe).
+// What decoding an image will cost, predicted by ProbeEncoded() or
+// ProbeRgb() without decoding it.
 struct DecodeCost {
+  // The sizes DecodeEncoded() will report for the same bytes.
+  DecodeInfo info;
+
+  // Upper estimate of the heap a decode allocates at its peak, beyond the
+  // caller's `out` buffer: decoded pixels, codec state (libjpeg's
+  // whole-image coefficient buffer for progressive JPEGs: 3-6 bytes per
+  // full-size pixel; libspng's zlib state and scanlines), the metadata the
+  // PNG decoder keeps, and the resizer. Estimates are 1.0-1.5x the measured
+  // peaks (ImageDecoderTest.ProbePeakBytesBoundMeasuredHeap); a PNG with
+  // compressed text or ICC chunks is charged their largest possible
+  // inflated size.
   uint64_t peak_bytes = 0;
+
+  // Decode CPU time in "work pixels": one unit is the time to decode one
+  // pixel of a full-size baseline 4:2:0 JPEG (2.3-2.7 ns on the 2-vCPU AMD
+  // EPYC VM it was measured on). A full-size baseline 4:2:0 JPEG costs its
+  // pixel count; DCT-scaled, 4:4:4, progressive and CMYK JPEGs and PNGs are
+  // weighted by their measured cost relative to it (a progressive JPEG ~2.2x
+  // its pixels, an RGB8 PNG ~6.3x; the figures are in
+  // server/internal/jpeg_cost.cc and png_codec.cc). Measured times per work
+  // pixel span 2.1-4.0 ns across formats and sizes, 1.1 ns for flat PNGs:
+  // use it to compare and budget requests, not to predict latency. Not
+  // included: page faults on fresh large buffers, which grow with
+  // peak_bytes and cost ~25 us per 4 KiB page on that VM (230 ms for the
+  // 36 MB RGB buffer of a full-size 12 MP JPEG, ~8x its decode time).
   uint64_t work_pixels = 0;
 };
 
 class ImageDecoder {
  public:
-  absl::StatusOr<DecodeCost> ProbeEncoded(std::string_view bytes) const;
   // INVALID_ARGUMENT naming the field if `options` are unusable.
   static absl::StatusOr<std::unique_ptr<ImageDecoder>> Create(
       ImageDecoderOptions options);
@@ -116,6 +147,18 @@ class ImageDecoder {
   // On error `out` may have been partly written.
   absl::StatusOr<DecodeInfo> DecodeEncoded(std::string_view bytes,
                                            float* out) const;
+
+  // What DecodeEncoded(bytes, ...) would cost, from the headers alone: the
+  // JPEG markers before the first scan, or the PNG chunk headers (no pixel
+  // data is inflated or decoded, no CRC checked). Rejects what DecodeEncoded
+  // rejects from the same information (size and pixel limits, unknown
+  // format, unreadable header) with the same INVALID_ARGUMENT message; an OK
+  // probe does not promise that the decode will succeed.
+  absl::StatusOr<DecodeCost> ProbeEncoded(std::string_view bytes) const;
+
+  // What FromRgb(pixels, width, height, ...) would cost: the resizer's few KB
+  // and width * height work pixels. Rejects the dimensions FromRgb rejects.
+  absl::StatusOr<DecodeCost> ProbeRgb(int width, int height) const;
 
   // Resizes and normalises raw 8-bit RGB, HWC order, of any size.
   // `pixels.size()` must equal width * height * 3.
@@ -135,6 +178,14 @@ class ImageDecoder {
 
  private:
   explicit ImageDecoder(ImageDecoderOptions options);
+
+  // The format of `bytes` by its magic number, after the size checks.
+  absl::StatusOr<ImageFormat> CheckEncoded(std::string_view bytes) const;
+
+  // The smallest side a DCT-scaled JPEG decode may produce; 0: no scaling.
+  int JpegMinScaledSide() const {
+    return options_.jpeg_dct_scaling ? options_.image_size : 0;
+  }
 
   const ImageDecoderOptions options_;
 };

@@ -6,6 +6,13 @@
 // then H. Against torch 1.13 the outputs differ by about 1e-6 after
 // normalisation (ulp-level: fused multiply-adds and vectorised division on
 // torch's side); the parity test allows 1e-4.
+//
+// Because W goes first, a source row is interpolated along W once, into S
+// floats per channel, and every output row then blends two of those rows.
+// The resizer therefore only ever holds two W-interpolated rows and can take
+// the source a row at a time (PNG decoding streams into it); the whole-image
+// entry point feeds it the same way, so both paths run the same float
+// operations in the same order and agree bit for bit.
 #include <cstdint>
 #include <vector>
 
@@ -13,14 +20,6 @@
 
 namespace edge::decoder_internal {
 namespace {
-
-// One output coordinate's two source taps along an axis.
-struct AxisTap {
-  int64_t index0 = 0;
-  int64_t index1 = 0;
-  float weight0 = 1.0f;
-  float weight1 = 0.0f;
-};
 
 // Mirrors compute_source_index_and_lambda() in UpSample.h. The scale is a
 // float, but the source index and the weight are computed in double (torch's
@@ -49,32 +48,80 @@ std::vector<AxisTap> ComputeTaps(int input_size, int output_size) {
 
 }  // namespace
 
+BilinearRowResizer::BilinearRowResizer(int width, int height, int side,
+                                       const Normalization& norm, float* out)
+    : side_(side),
+      norm_(norm),
+      out_(out),
+      x_taps_(ComputeTaps(width, side)),
+      y_taps_(ComputeTaps(height, side)),
+      held_(2 * 3 * static_cast<size_t>(side)) {}
+
+uint64_t BilinearRowResizer::HeapBytes(int side) {
+  // Two tap tables and two W-interpolated rows (3 * S floats each).
+  return 2 * sizeof(AxisTap) * static_cast<uint64_t>(side) +
+         2 * 3 * sizeof(float) * static_cast<uint64_t>(side);
+}
+
+void BilinearRowResizer::PushRow(const uint8_t* rgb_row) {
+  const int64_t row = rows_pushed_++;
+  if (next_y_ >= side_) return;
+  const AxisTap& ty = y_taps_[next_y_];
+  // Taps never decrease with the output row, and the next output row still
+  // waits for its second tap, so index1 >= row >= index0 - 1 here: `row` is
+  // needed iff it is one of the next output row's two taps.
+  if (row != ty.index0 && row != ty.index1) return;
+  const int slot = held_row_[0] < held_row_[1] ? 0 : 1;  // Evict the older.
+  InterpolateAlongW(rgb_row, &held_[slot * 3 * side_]);
+  held_row_[slot] = row;
+  while (next_y_ < side_ && y_taps_[next_y_].index1 == row) {
+    EmitRow(next_y_++);
+  }
+}
+
+// Same expression as the `top`/`bottom` lines of the reference kernel, stored
+// as float: a float's value survives the round trip through memory.
+void BilinearRowResizer::InterpolateAlongW(const uint8_t* rgb_row,
+                                           float* planes) const {
+  for (int c = 0; c < 3; ++c) {
+    float* plane = planes + static_cast<int64_t>(c) * side_;
+    for (int x = 0; x < side_; ++x) {
+      const AxisTap& tx = x_taps_[x];
+      plane[x] = static_cast<float>(rgb_row[tx.index0 * 3 + c]) * tx.weight0 +
+                 static_cast<float>(rgb_row[tx.index1 * 3 + c]) * tx.weight1;
+    }
+  }
+}
+
+const float* BilinearRowResizer::HeldRow(int64_t row) const {
+  const int slot = held_row_[0] == row ? 0 : 1;
+  return &held_[slot * 3 * side_];
+}
+
+void BilinearRowResizer::EmitRow(int y) const {
+  const AxisTap& ty = y_taps_[y];
+  const float* top_planes = HeldRow(ty.index0);
+  const float* bottom_planes = HeldRow(ty.index1);
+  const int64_t plane = static_cast<int64_t>(side_) * side_;
+  for (int c = 0; c < 3; ++c) {
+    const float* top = top_planes + static_cast<int64_t>(c) * side_;
+    const float* bottom = bottom_planes + static_cast<int64_t>(c) * side_;
+    float* dst = out_ + c * plane + static_cast<int64_t>(y) * side_;
+    for (int x = 0; x < side_; ++x) {
+      const float value = top[x] * ty.weight0 + bottom[x] * ty.weight1;
+      // Same expression as the reference (x / 255 - mean) / std, so a
+      // constant image normalises to exactly the expected constant.
+      dst[x] = (value / 255.0f - norm_.mean[c]) / norm_.std[c];
+    }
+  }
+}
+
 void ResizeBilinearToChw(const uint8_t* rgb, int width, int height, int side,
                          const Normalization& norm, float* out) {
-  const std::vector<AxisTap> x_taps = ComputeTaps(width, side);
-  const std::vector<AxisTap> y_taps = ComputeTaps(height, side);
+  BilinearRowResizer resizer(width, height, side, norm, out);
   const int64_t row_bytes = static_cast<int64_t>(width) * 3;
-  const int64_t plane = static_cast<int64_t>(side) * side;
-  for (int y = 0; y < side; ++y) {
-    const AxisTap& ty = y_taps[y];
-    const uint8_t* row0 = rgb + ty.index0 * row_bytes;
-    const uint8_t* row1 = rgb + ty.index1 * row_bytes;
-    for (int x = 0; x < side; ++x) {
-      const AxisTap& tx = x_taps[x];
-      const int64_t x0 = tx.index0 * 3;
-      const int64_t x1 = tx.index1 * 3;
-      for (int c = 0; c < 3; ++c) {
-        const float top = static_cast<float>(row0[x0 + c]) * tx.weight0 +
-                          static_cast<float>(row0[x1 + c]) * tx.weight1;
-        const float bottom = static_cast<float>(row1[x0 + c]) * tx.weight0 +
-                             static_cast<float>(row1[x1 + c]) * tx.weight1;
-        const float value = top * ty.weight0 + bottom * ty.weight1;
-        // Same expression as the reference (x / 255 - mean) / std, so a
-        // constant image normalises to exactly the expected constant.
-        out[c * plane + static_cast<int64_t>(y) * side + x] =
-            (value / 255.0f - norm.mean[c]) / norm.std[c];
-      }
-    }
+  for (int y = 0; y < height && !resizer.done(); ++y) {
+    resizer.PushRow(rgb + y * row_bytes);
   }
 }
 
