@@ -76,34 +76,35 @@ MemoryTrimmer::MemoryTrimmer(MemoryBudget* budget, absl::Duration interval,
                              uint64_t min_released_bytes,
                              std::function<uint64_t()> resident_bytes)
     : thread_([this, budget, interval, min_released_bytes, resident_bytes] {
-        // The lowest resident size seen: what an idle gateway needs.
+        // What an idle gateway needs: the lowest resident size seen, raised
+        // to the current one after kFruitlessTrims trims in a row freed
+        // nothing (the expert cache filling, which no trim undoes). 8: gRPC
+        // frees a reset stream's buffers up to a few seconds after its
+        // client has its answer, and those must still be caught.
+        constexpr int kFruitlessTrims = 8;
         uint64_t floor = resident_bytes();
-        uint64_t after_last_trim = floor;
-        // Trims that found nothing to free double the wait before the next
-        // one tried only because the resident size is above the floor
-        // (it may be the expert cache filling, which no trim undoes).
-        int backoff = 1, waited = 0;
+        int fruitless = 0;
         while (!stop_.WaitForNotificationWithTimeout(interval)) {
-          const uint64_t now = resident_bytes();
-          floor = std::min(floor, now);
+          const uint64_t before = resident_bytes();
+          floor = std::min(floor, before);
           const bool idle = budget->held_bytes() <= min_released_bytes;
-          const bool grew = now > after_last_trim + min_released_bytes;
-          const bool above_floor =
-              now > floor + min_released_bytes && ++waited >= backoff;
+          const bool above_floor = before > floor + min_released_bytes;
           if (!budget->TakeTrimDue(min_released_bytes) &&
-              !(idle && (grew || above_floor))) {
+              !(idle && above_floor)) {
             continue;
           }
           // glibc returns the free pages at the top of each heap and, since
           // 2.8, the whole free pages inside them (MADV_DONTNEED).
           malloc_trim(0);
           ++trims_;
-          after_last_trim = resident_bytes();
-          floor = std::min(floor, after_last_trim);
-          waited = 0;
-          backoff = now > after_last_trim + min_released_bytes
-                        ? 1
-                        : std::min(backoff * 2, 64);
+          const uint64_t after = resident_bytes();
+          fruitless =
+              before > after + min_released_bytes / 4 ? 0 : fruitless + 1;
+          if (fruitless >= kFruitlessTrims) {
+            floor = after;
+            fruitless = 0;
+          }
+          floor = std::min(floor, after);
         }
       }) {}
 

@@ -109,11 +109,11 @@ class MemoryBudget {
 // Every `interval`, on its own thread until destroyed, returns freed heap
 // memory to the system (malloc_trim) when the budget says a burst has been
 // released (TakeTrimDue), or, while requests hold little, when the
-// resident size has grown by `min_released_bytes` since the last trim or
-// stays that far above the lowest seen (memory gRPC's transport freed,
-// which the budget never held; trims that free nothing back off up to 64
-// intervals). So the resident size falls back within about `interval` of
-// a burst's end, with no work on the request path.
+// resident size is `min_released_bytes` above the lowest seen: memory
+// gRPC's transport freed, which the budget never held, is caught too. A
+// level that eight trims in a row could not lower becomes the new floor. So
+// the resident size falls back within about `interval` of the memory's
+// release, with no work on the request path.
 class MemoryTrimmer {
  public:
   // REQUIRES: `budget` outlives the trimmer.
