@@ -29,13 +29,20 @@ from pathlib import Path
 
 SERVING = re.compile(r"serving \S+ on \S+ port (\d+) metrics_port (\d+)")
 
-# name -> (extra gateway flags, extra environment)
+# name -> (extra gateway flags, extra environment); "spin-N" sets
+# --engine_spin_count=N.
 SETTINGS = {
     "default": ([], {}),
     "openmp-default": (["--engine_spin_count=-1"], {}),
     "passive": ([], {"OMP_WAIT_POLICY": "passive"}),
-    "spin-100000": (["--engine_spin_count=100000"], {}),
 }
+
+
+def setting_of(name):
+    """SETTINGS[name], or "spin-N": --engine_spin_count=N."""
+    if name.startswith("spin-"):
+        return [f"--engine_spin_count={int(name[5:])}"], {}
+    return SETTINGS[name]
 
 
 def load_stubs(repo):
@@ -123,7 +130,7 @@ def main():
     results = []
     for model in models:
         for setting in args.settings.split(","):
-            flags, env = SETTINGS[setting]
+            flags, env = setting_of(setting)
             for neighbour in neighbours:
                 gateway, port = start_gateway(args.gateway, model, flags, env)
                 busy = None

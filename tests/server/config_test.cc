@@ -119,7 +119,7 @@ TEST(ServerConfigTest, PipelineAndMemoryDefaultsAgreeWithTheComponents) {
   EXPECT_EQ(c.decode_threads(), pipeline.decode_threads);
   EXPECT_EQ(c.decode_threads(), 2);
   EXPECT_EQ(c.memory_limit_bytes(), 0u);  // the cgroup's, else half of RAM
-  EXPECT_EQ(c.engine_spin_count(), 10000);
+  EXPECT_EQ(c.engine_spin_count(), 1000);
 }
 
 TEST(ServerConfigTest, EngineSpinCountIsChecked) {

@@ -6,8 +6,11 @@
 #include <spng.h>
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <random>
 #include <regex>
@@ -36,6 +39,7 @@ using test_support::RandomTensor;
 using test_support::TensorRequest;
 using test_support::TestModelDir;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string RandomRgb(int w, int h, int seed) {
   std::mt19937 rng(seed);
@@ -99,6 +103,36 @@ TEST_F(GatewayTest, InvalidConfigurationStopsStartupNamingTheField) {
   GatewayProcess missing_model;
   EXPECT_FALSE(missing_model.Start({"--model_dir=/nonexistent/model"}));
   EXPECT_THAT(missing_model.log(), HasSubstr("/nonexistent/model"));
+}
+
+// The gateway's environment, as its process sees it (after the re-exec
+// that sets GOMP_SPINCOUNT for libgomp).
+std::string EnvironOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ",
+                   std::ios::binary);
+  std::string env((std::istreambuf_iterator<char>(in)),
+                  std::istreambuf_iterator<char>());
+  std::replace(env.begin(), env.end(), '\0', '\n');
+  return "\n" + env;
+}
+
+TEST_F(GatewayTest, EngineSpinCountIsSetBeforeOpenMpStarts) {
+  StartServer();
+  EXPECT_THAT(EnvironOf(server_.pid()), HasSubstr("\nGOMP_SPINCOUNT=1000\n"));
+}
+
+TEST_F(GatewayTest, OpenMpWaitVariablesOfTheUserWin) {
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  StartServer({"--engine_spin_count=5000"});
+  unsetenv("OMP_WAIT_POLICY");
+  const std::string env = EnvironOf(server_.pid());
+  EXPECT_THAT(env, HasSubstr("\nOMP_WAIT_POLICY=passive\n"));
+  EXPECT_THAT(env, Not(HasSubstr("GOMP_SPINCOUNT")));
+}
+
+TEST_F(GatewayTest, SpinCountMinusOneLeavesOpenMpsDefault) {
+  StartServer({"--engine_spin_count=-1"});
+  EXPECT_THAT(EnvironOf(server_.pid()), Not(HasSubstr("GOMP_SPINCOUNT")));
 }
 
 TEST_F(GatewayTest, HealthIsServing) {
