@@ -5,6 +5,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/saturating_time.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace edge {
@@ -158,8 +159,10 @@ GatewayService::GatewayService(InferencePipeline* pipeline,
 int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
                                    uint64_t timeout_us) const {
   const int64_t now = pipeline_->now_us();
+  // Saturating: a budget too large for int64 (up to 2^64-1 us) is a
+  // deadline that never comes, not one that wrapped into the past.
   int64_t deadline =
-      timeout_us == 0 ? 0 : now + static_cast<int64_t>(timeout_us);
+      timeout_us == 0 ? 0 : SaturatingAddUnsigned(now, timeout_us);
   if (context != nullptr) {
     const auto call_deadline = context->deadline();
     if (call_deadline != std::chrono::system_clock::time_point::max()) {
@@ -168,7 +171,7 @@ int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
               call_deadline - std::chrono::system_clock::now())
               .count();
       // An already-expired call still gets a deadline in the past, never 0.
-      const int64_t call_us = now + std::max<int64_t>(left, -1);
+      const int64_t call_us = SaturatingAdd(now, std::max<int64_t>(left, -1));
       deadline = deadline == 0 ? call_us : std::min(deadline, call_us);
     }
   }
@@ -178,7 +181,10 @@ int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
 void GatewayService::WaitForQuiet(absl::Duration quiet,
                                   absl::Duration limit) const {
   const int64_t quiet_us = absl::ToInt64Microseconds(quiet);
-  const int64_t end_us = pipeline_->now_us() + absl::ToInt64Microseconds(limit);
+  // An infinite limit (drain_timeout_ms too large for absl::Duration) is
+  // INT64_MAX us here; the sum must not wrap and end the wait at once.
+  const int64_t end_us =
+      SaturatingAdd(pipeline_->now_us(), absl::ToInt64Microseconds(limit));
   while (pipeline_->now_us() < end_us &&
          pipeline_->now_us() - last_arrival_us_ < quiet_us) {
     absl::SleepFor(absl::Milliseconds(10));

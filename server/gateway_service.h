@@ -62,7 +62,8 @@ class GatewayService final
   void NoteArrival() { last_arrival_us_ = pipeline_->now_us(); }
   GatewayMetrics* metrics() const { return metrics_; }
   // A deadline on the pipeline's clock: the earlier of the call's gRPC
-  // deadline (if `context`) and `timeout_us` from now (if non-zero).
+  // deadline (if `context`) and `timeout_us` from now (if non-zero); 0 for
+  // neither. A sum beyond int64 saturates to INT64_MAX, which never passes.
   int64_t DeadlineUs(const grpc::CallbackServerContext* context,
                      uint64_t timeout_us) const;
 

@@ -56,7 +56,9 @@ using ClassifyDone =
 
 struct ClassifyCall {
   gateway::v1::ClassifyRequest request;
-  int64_t deadline_us = 0;  // absolute on now_us(); 0 = none.
+  // Absolute on now_us(); 0 = none (and INT64_MAX, a saturated sum, never
+  // passes either).
+  int64_t deadline_us = 0;
   ClassifyDone done;
 };
 

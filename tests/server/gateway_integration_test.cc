@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <random>
 #include <regex>
@@ -351,6 +352,43 @@ TEST_F(GatewayTest, ExpiredDeadlineIsNotComputed) {
             1);
   EXPECT_EQ(MetricValue(metrics, "edge_gateway_batch_size_count"), 0)
       << "the expired request must not be computed";
+}
+
+// timeout_us is a uint64: budgets whose sum with the clock overflows int64
+// (2^63-1, 2^64-1 us) mean no deadline and are served, like 2^62 us (about
+// 146,000 years), unary and in a stream.
+TEST_F(GatewayTest, HugeTimeoutsAreServed) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const std::vector<uint64_t> timeouts = {
+      uint64_t{std::numeric_limits<int64_t>::max()},
+      std::numeric_limits<uint64_t>::max(), uint64_t{1} << 62};
+  ClassifyRequest r = TensorRequest(RandomTensor(32, 8), 32);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto stream = stub_->ClassifyStream(&ctx);
+  for (const uint64_t timeout : timeouts) {
+    r.set_timeout_us(timeout);
+    r.set_request_id(std::to_string(timeout));
+    ClassifyResponse out;
+    const grpc::Status s = Classify(r, &out);
+    EXPECT_TRUE(s.ok()) << timeout << " us: " << s.error_message();
+    EXPECT_GT(out.top_size(), 0) << timeout;
+    ASSERT_TRUE(stream->Write(r));
+  }
+  stream->WritesDone();
+  std::map<std::string, ClassifyResponse> streamed;
+  for (ClassifyResponse resp; stream->Read(&resp);) {
+    streamed[resp.request_id()] = resp;
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(streamed.size(), timeouts.size());
+  for (const auto& [id, resp] : streamed) {
+    EXPECT_EQ(resp.status().code(), 0)
+        << id << " us: " << resp.status().message();
+  }
+  EXPECT_EQ(MetricValue(Metrics(), "edge_gateway_requests_total",
+                        "code=\"DEADLINE_EXCEEDED\""),
+            0);
 }
 
 // The case: a full batch occupies the engine (vmoe-s32-e32 with cold
