@@ -4,8 +4,10 @@
 #   gateway_integration_test  serving, errors, batching, metrics, drain
 #   gateway_cache_test        expert cache: profile warm-up, access trace,
 #                             failure policies
+#   gateway_stream_age_test   max_stream_age_ms and max_connection_age_ms
 if(TARGET edge_gateway)
-  foreach(test gateway_integration_test gateway_cache_test)
+  foreach(test gateway_integration_test gateway_cache_test
+               gateway_stream_age_test)
     add_executable(${test} ${test}.cc
       ${CMAKE_SOURCE_DIR}/tests/testing/gateway_process.cc)
     target_link_libraries(${test} PRIVATE edge_server
