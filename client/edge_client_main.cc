@@ -72,11 +72,12 @@ Commands:
                     back waiting for answers. Prints each answer as a JSON line
                     (plus "latency_ms"), then half-closes, waits for the last
                     answers and prints {"summary": {...}}: frames, sent,
-                    answered, unanswered, streams_reopened, errors by code,
-                    latency p50/p99/max in ms (client-side, from a frame's due
-                    time to its answer). A stream the gateway ends UNAVAILABLE
-                    (its connections age out) is reopened and the unanswered
-                    frames sent again.
+                    answered, unanswered, streams_reopened and the statuses
+                    that ended them (reopened_by), errors by code, latency
+                    p50/p99/max in ms (client-side, from a frame's due time
+                    to its answer). A stream the gateway ends UNAVAILABLE
+                    (e.g. at its max_stream_age_ms) is reopened and the
+                    unanswered frames sent again.
                     Flags: --dir --fps --frames --loop --camera_id --top_k
                     --logits --timeout_ms
   infer             Sends each image of --tensor (float32 .npy, [3,S,S] or

@@ -10,14 +10,19 @@
 // cannot hang the client.
 //
 // A stream the gateway ends UNAVAILABLE while frames are due or unanswered
-// is reopened, as a camera would: that is how a connection older than the
-// gateway's max_connection_age_ms (5 minutes by default) ends, with GOAWAY
-// and then, 10 s later, the stream cancelled. The unanswered frames are
-// sent again on the new stream, their latency still running from their due
-// time, and the schedule goes on. Only a stream that got somewhere (a frame
-// sent or answered) is reopened, so an unreachable gateway fails at once.
-// The summary counts the reopened streams; other ends of a stream end the
-// session.
+// is reopened, as a camera would: that is how the gateway ends a stream
+// older than its max_stream_age_ms, after answering every frame it read
+// ("the stream reached its maximum age ..."), and how a stream ends whose
+// connection broke. The unanswered frames (those written after the
+// gateway's last read) are sent again on the new stream, their latency
+// still running from their due time, and the schedule goes on; a frame
+// that was answered is never sent again. Only a stream that got somewhere
+// (a frame sent or answered) is reopened, so an unreachable gateway fails
+// at once. The summary counts the reopened streams and the statuses that
+// ended them; other ends of a stream end the session. A stream that ends
+// UNAVAILABLE when every frame was sent and answered (the gateway's age
+// limit came just before the client's half-close) lost nothing: the
+// session succeeds.
 //
 // Latency runs from a frame's due time to its answer. The two differ only
 // when gRPC flow control holds the writer back, and that wait is the
@@ -114,6 +119,8 @@ class StreamSession {
   int64_t next_ = 0;  // the next frame of the schedule to send
   int64_t sent_ = 0;  // frames of the schedule sent (resends not counted)
   int64_t reopened_ = 0;
+  // "CODE: message" of each status that ended a reopened stream -> count.
+  std::map<std::string, int64_t> reopened_by_;
   Clock::duration max_send_lag_{};
 
   // Written by the reader thread only; read after it is joined.
@@ -159,6 +166,8 @@ int StreamSession::Run() {
       break;
     }
     ++reopened_;
+    ++reopened_by_[absl::StrCat(StatusCodeName(status.raw_code()), ": ",
+                                status.message())];
     // A pause, so that a gateway refusing every stream (shutting down) is
     // not hammered; frames due meanwhile go out late, their latency
     // counting from their due time.
@@ -168,7 +177,8 @@ int StreamSession::Run() {
 
   absl::MutexLock lock(&mu_);
   const bool complete = sent_ == frames_ && pending_.empty();
-  return status.ok() && complete ? kExitOk : kExitFailed;
+  const bool ended_well = status.ok() || absl::IsUnavailable(status);
+  return ended_well && complete ? kExitOk : kExitFailed;
 }
 
 ClassifyRequest StreamSession::Request(int64_t frame) const {
@@ -249,9 +259,12 @@ void StreamSession::ReadAnswers(Stream& stream) {
 
 std::string StreamSession::SummaryJson(const absl::Status& status,
                                        Clock::duration took) {
-  std::vector<std::string> errors;
+  std::vector<std::string> errors, reopened_by;
   for (const auto& [code, count] : errors_by_code_) {
     errors.push_back(absl::StrCat(JsonQuote(code), ":", count));
+  }
+  for (const auto& [status, count] : reopened_by_) {
+    reopened_by.push_back(absl::StrCat(JsonQuote(status), ":", count));
   }
   std::string latency = "null";
   if (!latencies_ms_.empty()) {
@@ -265,6 +278,7 @@ std::string StreamSession::SummaryJson(const absl::Status& status,
       "{\"summary\":{\"frames\":", frames_, ",\"sent\":", sent_,
       ",\"answered\":", answered_, ",\"unanswered\":", pending_.size(),
       ",\"unexpected\":", unexpected_, ",\"streams_reopened\":", reopened_,
+      ",\"reopened_by\":{", absl::StrJoin(reopened_by, ","), "}",
       ",\"errors\":{", absl::StrJoin(errors, ","), "},\"latency_ms\":", latency,
       ",\"max_send_lag_ms\":",
       absl::StrFormat("%.3f", Milliseconds(max_send_lag_)),

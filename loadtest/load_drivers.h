@@ -53,8 +53,8 @@ struct DriverResult {
   std::vector<RequestRecord> records;  // Every request sent, all clients.
   // Streams that ended with a non-OK status, by code name (stream mode).
   std::map<std::string, int64_t> stream_failures;
-  // Streams the server ended UNAVAILABLE (e.g. max_connection_age's GOAWAY
-  // and grace) that were reopened, their unanswered frames sent again.
+  // Streams the server ended UNAVAILABLE (e.g. at its max_stream_age_ms)
+  // that were reopened, their unanswered frames sent again.
   int64_t streams_reopened = 0;
   int64_t unexpected_answers = 0;  // Unknown or repeated request ids.
   int64_t send_end_ns = 0;         // When the last client stopped sending.

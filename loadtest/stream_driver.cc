@@ -21,12 +21,16 @@ using Stream = grpc::ClientReaderWriter<ClassifyRequest, ClassifyResponse>;
 // the counter it alone writes until it is joined.
 //
 // A stream the server ends UNAVAILABLE while frames are due or unanswered
-// (max_connection_age_ms: GOAWAY, then the stream is cancelled after its
-// grace) is reopened, as a camera would: the unanswered frames are sent
-// again on the new stream (their latency still runs from their due time)
-// and the schedule continues. Only a stream that got somewhere (a frame
-// sent or answered) is reopened, so an unreachable gateway fails at once.
-// Other ends are reported as stream failures.
+// (the gateway's max_stream_age_ms: every frame it read is answered, then
+// "the stream reached its maximum age ..."; or a broken connection) is
+// reopened, as a camera would: the unanswered frames are sent again on the
+// new stream (their latency still runs from their due time) and the
+// schedule continues; an answered frame is never sent again. Only a stream
+// that got somewhere (a frame sent or answered) is reopened, so an
+// unreachable gateway fails at once. Other ends are reported as stream
+// failures, except an UNAVAILABLE one that left nothing unsent or
+// unanswered (the age limit came just before the half-close): it lost
+// nothing.
 class CameraSession {
  public:
   CameraSession(const LoadContext& context, int camera)
@@ -108,7 +112,11 @@ void CameraSession::Run() {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
     }
-    if (!status.ok()) failure_ = StatusCodeName(status.error_code());
+    const bool lost_nothing =
+        status.error_code() == grpc::StatusCode::UNAVAILABLE && !unfinished;
+    if (!status.ok() && !lost_nothing) {
+      failure_ = StatusCodeName(status.error_code());
+    }
     break;
   }
 }

@@ -266,6 +266,10 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return invalid("max_connection_age_ms must be >= 0, got ",
                    c.max_connection_age_ms());
   }
+  if (c.max_stream_age_ms() < 0) {
+    return invalid("max_stream_age_ms must be >= 0, got ",
+                   c.max_stream_age_ms());
+  }
   if (auto dtype = ParseComputeDtype(c.compute_dtype()); !dtype.ok()) {
     return invalid("compute_dtype: ", dtype.status().message());
   }

@@ -163,6 +163,8 @@ bool DynamicBatcher<Task>::WaitForBatch() {
       continue;
     }
     if (queue_.size() >= full || stopping_) return true;
+    // Differences of non-negative times on a monotonic clock, never a sum:
+    // any max_queue_delay_us (up to INT64_MAX) fits without overflow.
     const int64_t waited = options_.now_us() - queue_.front()->enqueue_us;
     const int64_t left = options_.max_queue_delay_us - waited;
     if (left <= 0) return true;

@@ -1,10 +1,17 @@
 #include "server/gateway_service.h"
 
+#include <grpc/support/time.h>
+#include <grpcpp/alarm.h>
+
+#include <atomic>
 #include <chrono>
 #include <deque>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/saturating_time.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace edge {
@@ -52,12 +59,38 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-// One ClassifyStream. Owns itself: deleted in OnDone(), which gRPC calls
-// only after Finish(), which is called only when no frame is pending.
+// One ClassifyStream; see the header for what a stream does.
+//
+// States (under mu_): reading -> (client half-closed, broken or cancelled:
+// reads_done_) or (max age reached: age_reached_, no read is started after
+// the one in flight) -> finished once no admitted frame is unanswered and
+// no write is in flight: OK after a half-close, UNAVAILABLE at the age.
+// After Finish() nothing is admitted: a frame the read in flight still
+// brings is dropped unanswered, so the client sends it again.
+//
+// Owns itself. Two references: gRPC's, dropped in OnDone() (which follows
+// Finish()), and the age alarm's, dropped when its callback has run (fired,
+// or cancelled in OnDone()); the last one deletes the reactor.
 class StreamReactor final
     : public grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse> {
  public:
-  StreamReactor(GatewayService* service) : service_(service) {
+  StreamReactor(GatewayService* service, int64_t max_age_ms)
+      : service_(service) {
+    // Held until the first read has started, so that an alarm firing at
+    // once cannot finish the stream before it.
+    absl::MutexLock lock(&mu_);
+    if (max_age_ms > 0) {
+      refs_.fetch_add(1, std::memory_order_relaxed);
+      alarm_set_ = true;
+      // The monotonic clock: a wall-clock step must not end streams early.
+      age_alarm_.Set(
+          gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                       gpr_time_from_millis(max_age_ms, GPR_TIMESPAN)),
+          [this, max_age_ms](bool fired) {
+            if (fired) OnMaxAge(max_age_ms);
+            Unref();
+          });
+    }
     StartRead(&request_);
   }
 
@@ -69,9 +102,15 @@ class StreamReactor final
       MaybeFinishLocked();
       return;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;  // ended at its age meanwhile: not admitted.
+      ++pending_;
+    }
     Submit(std::move(request_));
     request_.Clear();
-    StartRead(&request_);
+    absl::MutexLock lock(&mu_);
+    if (!age_reached_) StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -83,16 +122,32 @@ class StreamReactor final
     MaybeFinishLocked();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (alarm_set_) age_alarm_.Cancel();  // its callback runs, not fired.
+    Unref();
+  }
 
  private:
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  // On a gRPC executor thread. Stops reading: no read is started after the
+  // one in flight, and the stream finishes once its frames are answered.
+  void OnMaxAge(int64_t max_age_ms) {
+    absl::MutexLock lock(&mu_);
+    age_reached_ = true;
+    age_message_ = absl::StrCat(
+        kStreamMaxAgeMessage, " (max_stream_age_ms ", max_age_ms,
+        "); every frame it received was answered: reopen the stream and "
+        "send again the frames without an answer");
+    MaybeFinishLocked();
+  }
+
+  // REQUIRES: the frame is counted in pending_.
   void Submit(ClassifyRequest request) {
     const auto start = std::chrono::steady_clock::now();
     const std::string id = request.request_id();
-    {
-      absl::MutexLock lock(&mu_);
-      ++pending_;
-    }
     ClassifyCall call;
     call.deadline_us = service_->DeadlineUs(nullptr, request.timeout_us());
     auto owned = std::make_shared<ClassifyRequest>(std::move(request));
@@ -130,38 +185,51 @@ class StreamReactor final
   }
 
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (reads_done_ && pending_ == 0 && !writing_ && !finished_) {
+    if (finished_ || pending_ > 0 || writing_) return;
+    if (reads_done_) {
       finished_ = true;
       Finish(grpc::Status::OK);
+    } else if (age_reached_) {
+      finished_ = true;
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, age_message_));
     }
   }
 
   GatewayService* const service_;
   ClassifyRequest request_;  // the read buffer; only the gRPC read path.
+  grpc::Alarm age_alarm_;
+  bool alarm_set_ = false;  // constant after construction.
+  std::atomic<int> refs_{1};
   absl::Mutex mu_;
   std::deque<ClassifyResponse> writes_
       ABSL_GUARDED_BY(mu_);  // front: in flight
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool age_reached_ ABSL_GUARDED_BY(mu_) = false;
+  std::string age_message_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;  // frames submitted, not answered.
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;  // frames admitted, not answered.
 };
 
 }  // namespace
 
 GatewayService::GatewayService(InferencePipeline* pipeline,
                                const VmoeEngine* engine,
-                               GatewayMetrics* metrics, int max_batch_size,
-                               uint64_t cache_budget_bytes)
+                               GatewayMetrics* metrics,
+                               const GatewayServiceOptions& options)
     : pipeline_(pipeline),
       metrics_(metrics),
-      info_(MakeModelInfo(*engine, max_batch_size, cache_budget_bytes)) {}
+      max_stream_age_ms_(options.max_stream_age_ms),
+      info_(MakeModelInfo(*engine, options.max_batch_size,
+                          options.cache_budget_bytes)) {}
 
 int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
                                    uint64_t timeout_us) const {
   const int64_t now = pipeline_->now_us();
+  // Saturating: a budget too large for int64 (up to 2^64-1 us) is a
+  // deadline that never comes, not one that wrapped into the past.
   int64_t deadline =
-      timeout_us == 0 ? 0 : now + static_cast<int64_t>(timeout_us);
+      timeout_us == 0 ? 0 : SaturatingAddUnsigned(now, timeout_us);
   if (context != nullptr) {
     const auto call_deadline = context->deadline();
     if (call_deadline != std::chrono::system_clock::time_point::max()) {
@@ -170,7 +238,7 @@ int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
               call_deadline - std::chrono::system_clock::now())
               .count();
       // An already-expired call still gets a deadline in the past, never 0.
-      const int64_t call_us = now + std::max<int64_t>(left, -1);
+      const int64_t call_us = SaturatingAdd(now, std::max<int64_t>(left, -1));
       deadline = deadline == 0 ? call_us : std::min(deadline, call_us);
     }
   }
@@ -180,7 +248,10 @@ int64_t GatewayService::DeadlineUs(const grpc::CallbackServerContext* context,
 void GatewayService::WaitForQuiet(absl::Duration quiet,
                                   absl::Duration limit) const {
   const int64_t quiet_us = absl::ToInt64Microseconds(quiet);
-  const int64_t end_us = pipeline_->now_us() + absl::ToInt64Microseconds(limit);
+  // An infinite limit (drain_timeout_ms too large for absl::Duration) is
+  // INT64_MAX us here; the sum must not wrap and end the wait at once.
+  const int64_t end_us =
+      SaturatingAdd(pipeline_->now_us(), absl::ToInt64Microseconds(limit));
   while (pipeline_->now_us() < end_us &&
          pipeline_->now_us() - last_arrival_us_ < quiet_us) {
     absl::SleepFor(absl::Milliseconds(10));
@@ -214,7 +285,7 @@ grpc::ServerUnaryReactor* GatewayService::Classify(
 
 grpc::ServerBidiReactor<ClassifyRequest, ClassifyResponse>*
 GatewayService::ClassifyStream(grpc::CallbackServerContext* /*context*/) {
-  return new StreamReactor(this);
+  return new StreamReactor(this, max_stream_age_ms_);
 }
 
 grpc::ServerUnaryReactor* GatewayService::GetModelInfo(

@@ -12,6 +12,15 @@
 // (OK) once the client has half-closed and every frame has been answered;
 // a cancelled stream finishes once no frame of it is still in the pipeline.
 //
+// A stream open for max_stream_age_ms stops reading, answers every frame it
+// admitted, and finishes UNAVAILABLE with kStreamMaxAgeMessage: the client
+// reopens it and sends again the frames that got no answer (those written
+// after the last read). That is how a camera's stream moves to a new
+// connection after a GOAWAY (max_connection_age_ms, server/main.cc), and it
+// ends the stream with a reason and every answer it owes, where gRPC's own
+// end of an old connection would cancel it mid-frame with UNAVAILABLE
+// "enter idle". A stream whose client half-closed first finishes OK.
+//
 // Thread-safe.
 #ifndef EDGE_SERVER_GATEWAY_SERVICE_H_
 #define EDGE_SERVER_GATEWAY_SERVICE_H_
@@ -30,13 +39,25 @@ namespace edge {
 // absl and gRPC share their code numbering (absl/status/status.h).
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
+// The start of the UNAVAILABLE message of a stream ended at its age.
+inline constexpr char kStreamMaxAgeMessage[] =
+    "the stream reached its maximum age";
+
+struct GatewayServiceOptions {
+  // GetModelInfo's figures: ServerConfig's fields of the same names.
+  int max_batch_size = 16;
+  uint64_t cache_budget_bytes = 0;
+  // A ClassifyStream open this long ends itself (see above); 0 = never.
+  // ServerConfig's default.
+  int64_t max_stream_age_ms = 0;
+};
+
 class GatewayService final
     : public gateway::v1::InferenceGateway::CallbackService {
  public:
   // REQUIRES: all three outlive the service; metrics may be null.
   GatewayService(InferencePipeline* pipeline, const VmoeEngine* engine,
-                 GatewayMetrics* metrics, int max_batch_size,
-                 uint64_t cache_budget_bytes);
+                 GatewayMetrics* metrics, const GatewayServiceOptions& options);
 
   grpc::ServerUnaryReactor* Classify(
       grpc::CallbackServerContext* context,
@@ -62,13 +83,15 @@ class GatewayService final
   void NoteArrival() { last_arrival_us_ = pipeline_->now_us(); }
   GatewayMetrics* metrics() const { return metrics_; }
   // A deadline on the pipeline's clock: the earlier of the call's gRPC
-  // deadline (if `context`) and `timeout_us` from now (if non-zero).
+  // deadline (if `context`) and `timeout_us` from now (if non-zero); 0 for
+  // neither. A sum beyond int64 saturates to INT64_MAX, which never passes.
   int64_t DeadlineUs(const grpc::CallbackServerContext* context,
                      uint64_t timeout_us) const;
 
  private:
   InferencePipeline* const pipeline_;
   GatewayMetrics* const metrics_;
+  const int64_t max_stream_age_ms_;
   const gateway::v1::ModelInfo info_;
   std::atomic<int64_t> last_arrival_us_{0};
 };

@@ -77,7 +77,9 @@ struct ClassifyCall {
   // frame is not copied. A stream's frames are owned by `owner`.
   const gateway::v1::ClassifyRequest* request = nullptr;
   std::shared_ptr<const void> owner;
-  int64_t deadline_us = 0;  // absolute on now_us(); 0 = none.
+  // Absolute on now_us(); 0 = none (and INT64_MAX, a saturated sum, never
+  // passes either).
+  int64_t deadline_us = 0;
   ClassifyDone done;
 };
 

@@ -29,6 +29,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/access_trace.h"
 #include "common/status_macros.h"
+#include "common/saturating_time.h"
 #include "server/cache_warmup.h"
 #include "server/config.h"
 #include "server/gateway_service.h"
@@ -224,12 +225,25 @@ absl::StatusOr<MemoryPlan> PlanRequestMemory(const MemoryLimit& limit,
   return plan;
 }
 
-// After max_connection_age_ms the server sends GOAWAY; calls still running
-// get this long to finish before the connection closes. 10 s covers a full
-// queue of batches (64 requests at ~110 ms per batch of 16 is ~0.5 s; a
-// queue raised to 1024 would need ~7 s) with room to spare; long-lived
-// streams are cut and must be reopened by the client.
-constexpr int kMaxConnectionAgeGraceMs = 10000;
+// After max_connection_age_ms gRPC sends the connection a GOAWAY, and
+// after this grace it closes the connection whatever still runs on it: a
+// stream cut there ends UNAVAILABLE "enter idle", its answers in flight
+// lost. The gateway ends each stream itself at max_stream_age_ms, so the
+// grace only has to outlast that: every stream on the connection started
+// before the GOAWAY, so it ends within max_stream_age_ms of it, plus the
+// time to answer its last frames. 10 s covers those (a full queue of 64 is
+// ~0.5 s of work; one raised to 1024 would need ~7 s); only a client that
+// stopped reading its answers is cut. Without a stream age limit, streams
+// may run as long as they like: INT_MAX ms is gRPC's "never" here (its own
+// default; about 24.8 days).
+constexpr int64_t kStreamEndMarginMs = 10000;
+
+int MaxConnectionAgeGraceMs(const ServerConfig& config) {
+  if (config.max_stream_age_ms() == 0) return INT32_MAX;
+  return static_cast<int>(std::min<int64_t>(
+      SaturatingAdd(config.max_stream_age_ms(), kStreamEndMarginMs),
+      INT32_MAX));
+}
 
 int Serve(const ServerConfig& config) {
   // Before the model loads: a bad certificate should fail in milliseconds.
@@ -314,8 +328,12 @@ int Serve(const ServerConfig& config) {
       InferencePipeline::Create(engine_ptr, decoder->get(), metrics->get(),
                                 pipeline_options, &request_memory);
   if (!pipeline.ok()) return Fail(pipeline.status());
+  GatewayServiceOptions service_options;
+  service_options.max_batch_size = config.max_batch_size();
+  service_options.cache_budget_bytes = cache_budget;
+  service_options.max_stream_age_ms = config.max_stream_age_ms();
   GatewayService service(pipeline->get(), engine_ptr, metrics->get(),
-                         config.max_batch_size(), cache_budget);
+                         service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -328,7 +346,7 @@ int Serve(const ServerConfig& config) {
                                static_cast<int>(std::min<int64_t>(
                                    config.max_connection_age_ms(), INT32_MAX)));
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                               kMaxConnectionAgeGraceMs);
+                               MaxConnectionAgeGraceMs(config));
   }
   int port = 0;
   builder.AddListeningPort(config.listen_address(), *credentials, &port);

@@ -32,6 +32,13 @@ constexpr const char* kStageNames[] = {"queue", "decode", "compute",
                                        "expert_fetch"};
 // gRPC maps a code it does not know to UNKNOWN; so do we.
 constexpr int kUnknownCode = 2;
+constexpr int kOkCode = 0;
+
+// The `code` label value: gRPC's code name ("OK", "UNAVAILABLE", ...);
+// absl::StatusCode is gRPC's code list, value for value.
+std::string CodeName(int code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+}
 
 // Request and stage latencies: 0.5 ms .. 10 s in 1-2-5 steps per decade.
 // One vmoe-tiny-224 image takes ~12 ms and a batch of 16 ~154 ms on the
@@ -136,38 +143,51 @@ GatewayMetrics::GatewayMetrics(const GatewayMetricsOptions& options)
 
 GatewayMetrics::~GatewayMetrics() = default;
 
-// Every (method, code) child exists from the start, at 0, so that the
+// Every (method, code) counter exists from the start, at 0, so that the
 // first error of a kind shows in increase() and rate() rather than
-// appearing as a new series with no baseline.
+// appearing as a new series with no baseline. The latency metrics start
+// with their OK children only (see metrics.h).
 void GatewayMetrics::AddRequestMetrics(const GatewayMetricsOptions& options) {
   auto& requests = prometheus::BuildCounter()
                        .Name("edge_gateway_requests_total")
                        .Help("Answers sent, by RPC and gRPC status code.")
                        .Register(*registry_);
-  auto& duration = prometheus::BuildHistogram()
-                       .Name("edge_gateway_request_duration_seconds")
-                       .Help("Time from admission to answer.")
-                       .Register(*registry_);
+  duration_family_ = &prometheus::BuildHistogram()
+                          .Name("edge_gateway_request_duration_seconds")
+                          .Help(
+                              "Time from admission to answer, by RPC and "
+                              "gRPC status code.")
+                          .Register(*registry_);
   auto& latency = prometheus::BuildSummary()
                       .Name("edge_gateway_request_latency_seconds")
                       .Help(
-                          "Time from admission to answer, quantiles over "
-                          "a sliding window.")
+                          "Time from admission to a served (OK) answer, "
+                          "quantiles over a sliding window.")
                       .Register(*registry_);
   const std::chrono::seconds window(options.latency_window_seconds);
   for (int m = 0; m < kNumMethods; ++m) {
     const std::string method = kMethodNames[m];
     for (int code = 0; code < kNumCodes; ++code) {
-      // absl::StatusCode is gRPC's code list, value for value.
-      const std::string name =
-          absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-      requests_[m][code] = &requests.Add({{"method", method}, {"code", name}});
+      requests_[m][code] =
+          &requests.Add({{"method", method}, {"code", CodeName(code)}});
     }
-    request_duration_[m] =
-        &duration.Add({{"method", method}}, LatencyBuckets());
-    request_latency_[m] = &latency.Add({{"method", method}}, LatencyQuantiles(),
-                                       window, options.latency_window_buckets);
+    RequestDuration(m, kOkCode);
+    request_latency_[m] = &latency.Add(
+        {{"method", method}, {"code", CodeName(kOkCode)}}, LatencyQuantiles(),
+        window, options.latency_window_buckets);
   }
+}
+
+prometheus::Histogram& GatewayMetrics::RequestDuration(int method, int code) {
+  std::atomic<prometheus::Histogram*>& slot = request_duration_[method][code];
+  prometheus::Histogram* histogram = slot.load(std::memory_order_acquire);
+  if (histogram == nullptr) {
+    histogram = &duration_family_->Add(
+        {{"method", kMethodNames[method]}, {"code", CodeName(code)}},
+        LatencyBuckets());
+    slot.store(histogram, std::memory_order_release);
+  }
+  return *histogram;
 }
 
 void GatewayMetrics::AddStageAndBatchMetrics() {
@@ -249,8 +269,8 @@ void GatewayMetrics::RecordRequest(Method method, int grpc_code,
   const int code =
       grpc_code >= 0 && grpc_code < kNumCodes ? grpc_code : kUnknownCode;
   requests_[m][code]->Increment();
-  request_duration_[m]->Observe(seconds);
-  request_latency_[m]->Observe(seconds);
+  RequestDuration(m, code).Observe(seconds);
+  if (code == kOkCode) request_latency_[m]->Observe(seconds);
 }
 
 void GatewayMetrics::RecordStage(Stage stage, double seconds) {

@@ -3,14 +3,17 @@
 //
 // The server records what happens through the typed methods below; every
 // label child they touch (method x gRPC code, stage, layer x expert) is
-// created once in Create() and its pointer cached, so a recording call is an
-// array index plus one atomic add (counters, gauges) or one short mutex
-// (histograms, summaries). Nothing on the hot path allocates, looks up a
-// name or takes a lock of ours. The expert cache, the engine's prefetch
-// predictions and integrity counts, and the process figures are not
-// recorded at all: they are read when Prometheus scrapes, from the
-// `cache_stats`, `prediction_stats` and `integrity_stats` callbacks and
-// /proc/self, so they are fresh at each scrape and no thread polls.
+// created once and its pointer cached, so a recording call is an array
+// index plus one atomic add (counters, gauges) or one short mutex
+// (histograms, summaries). Children are created in Create(), except the
+// request_duration_seconds children of non-OK codes, each created by the
+// first answer with its (method, code) (see below). Beyond that nothing on
+// the hot path allocates, looks up a name or takes a lock of ours. The expert
+// cache, the engine's prefetch predictions and integrity counts, and the
+// process figures are not recorded at all: they are read when Prometheus
+// scrapes, from the `cache_stats`, `prediction_stats` and `integrity_stats`
+// callbacks and /proc/self, so they are fresh at each scrape and no thread
+// polls.
 //
 // With a non-empty `listen_address`, Create() also starts an HTTP server
 // (civetweb, via prometheus::Exposer) answering GET /metrics. Serialize()
@@ -26,11 +29,21 @@
 //     Answers sent, by RPC (Classify, ClassifyStream, GetModelInfo) and gRPC
 //     code name ("OK", "DEADLINE_EXCEEDED", ...). ClassifyStream counts one
 //     per frame answered.
-//   request_duration_seconds          histogram method         seconds
-//     End-to-end time of one answer, admitted -> answered, whatever its code.
-//   request_latency_seconds           summary   method         seconds
-//     The same observations as quantiles 0.5 and 0.99 over the last
-//     `latency_window_seconds` (the P50/P99 panels). Summaries cannot be
+//   request_duration_seconds          histogram method, code   seconds
+//     End-to-end time of one answer, admitted -> answered, by RPC and gRPC
+//     code name. Served answers (code "OK") are kept apart from refusals
+//     and failures: a full queue or a bad image is answered in well under a
+//     millisecond, so under overload a latency over every answer falls
+//     exactly when serving gets slower. The OK children exist from the
+//     start; a non-OK one appears at the first answer with its (method,
+//     code), so only codes that happened are exported (all 17 codes up
+//     front would be 3 x 17 x 17 = 867 series, nearly all of them 0).
+//   request_latency_seconds           summary   method, code   seconds
+//     Served (OK) answers only, as quantiles 0.5 and 0.99 over the last
+//     `latency_window_seconds` (the per-replica P50/P99 panel); `code` is
+//     always "OK", so that queries read like the histogram's. A summary
+//     keeps a quantile estimator per child, and a refusal's quantiles say
+//     nothing the requests_total counter does not. Summaries cannot be
 //     aggregated across instances; use the histogram for that.
 //   stage_duration_seconds            histogram stage          seconds
 //     Time in one stage: queue (admitted -> its batch starts), decode
@@ -124,6 +137,7 @@
 #define EDGE_SERVER_METRICS_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -137,6 +151,8 @@
 namespace prometheus {
 class Counter;
 class Exposer;
+template <typename T>
+class Family;
 class Gauge;
 class Histogram;
 class Registry;
@@ -223,7 +239,8 @@ class GatewayMetrics {
 
   // One answer: `grpc_code` is the int value of grpc::StatusCode (0..16,
   // identical to absl::StatusCode); other values count as "UNKNOWN", as
-  // gRPC itself treats them. `seconds` goes to both duration metrics.
+  // gRPC itself treats them. `seconds` goes to the (method, code)
+  // histogram, and for OK answers to the summary too.
   void RecordRequest(Method method, int grpc_code, double seconds);
   void RecordStage(Stage stage, double seconds);
   void RecordBatch(int size);
@@ -248,6 +265,8 @@ class GatewayMetrics {
 
   explicit GatewayMetrics(const GatewayMetricsOptions& options);
   void AddRequestMetrics(const GatewayMetricsOptions& options);
+  // request_duration_seconds{method, code}, created at its first use.
+  prometheus::Histogram& RequestDuration(int method, int code);
   void AddStageAndBatchMetrics();
   void AddModelMetrics(const GatewayMetricsOptions& options);
   absl::Status StartExposer(const GatewayMetricsOptions& options);
@@ -258,8 +277,15 @@ class GatewayMetrics {
   std::shared_ptr<internal::ScrapeCollector> scrape_collector_;
   std::array<std::array<prometheus::Counter*, kNumCodes>, kNumMethods>
       requests_{};
-  std::array<prometheus::Histogram*, kNumMethods> request_duration_{};
+  prometheus::Family<prometheus::Histogram>* duration_family_ = nullptr;
+  // Code "OK" only (see the metric list).
   std::array<prometheus::Summary*, kNumMethods> request_latency_{};
+  // Filled lazily, not under a lock: prometheus-cpp's Family::Add returns
+  // the existing child for labels it has, so threads that race to create
+  // one store the same pointer.
+  std::array<std::array<std::atomic<prometheus::Histogram*>, kNumCodes>,
+             kNumMethods>
+      request_duration_{};
   std::array<prometheus::Histogram*, kNumStages> stage_duration_{};
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;

@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libturbojpeg0-dev libspng-dev
   python3 python3-torch python3-numpy python3-yaml python3-fusepy
+  python3-grpcio python3-grpc-tools
   prometheus
   dataset-fashion-mnist
   gnuplot-nox openssl yamllint

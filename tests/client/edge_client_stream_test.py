@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """edge-client stream against a real gateway on 127.0.0.1 whose connections
-age out after 1 s (max_connection_age_ms: GOAWAY, then the stream is
-cancelled after the 10 s grace): the client reopens the stream, sends the
-unanswered frames again and answers every frame; its summary counts the
-reopened stream. An unreachable gateway fails at once (exit 1, nothing
-reopened), and a bad --fps exits 2 with a message."""
+age out after 1 s (max_connection_age_ms: GOAWAY) and streams after 2 s
+(max_stream_age_ms: the gateway answers the frames it read and ends the
+stream UNAVAILABLE, saying why): the client reopens the stream, sends the
+unanswered frames again and gets every frame answered exactly once; its
+summary counts the reopened streams and names the status that ended them.
+An unreachable gateway fails at once (exit 1, nothing reopened), and a bad
+--fps exits 2 with a message."""
 
 import argparse
 import json
@@ -25,12 +27,12 @@ def summary_of(stdout):
 def check_reopens(flags, work):
     proc, port, _ = dt.start_gateway(
         flags.gateway, flags.model_dir, work / "gateway.log",
-        ["--max_connection_age_ms", "1000"])
+        ["--max_connection_age_ms", "1000", "--max_stream_age_ms", "2000"])
     try:
-        # 28 frames at 2 fps: 14 s, past the first connection's 11 s.
+        # 28 frames at 4 fps: 7 s, three stream ages.
         result = subprocess.run(
             [flags.client, "stream", "--target", f"127.0.0.1:{port}",
-             "--dir", flags.samples, "--fps", "2", "--frames", "28",
+             "--dir", flags.samples, "--fps", "4", "--frames", "28",
              "--loop", "--timeout_ms", "10000"],
             capture_output=True, text=True, timeout=60)
     finally:
@@ -38,10 +40,17 @@ def check_reopens(flags, work):
     dt.check(result.returncode == 0,
              f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
     summary, answers = summary_of(result.stdout)
-    dt.check(summary["streams_reopened"] >= 1,
-             f"no stream reopened: {summary}")
+    dt.check(summary["streams_reopened"] >= 2,
+             f"fewer than 2 streams reopened: {summary}")
+    reasons = summary["reopened_by"]
+    dt.check(sum(reasons.values()) == summary["streams_reopened"] and
+             all(r.startswith("UNAVAILABLE: the stream reached its maximum "
+                              "age") and "reopen the stream" in r
+                 for r in reasons),
+             f"streams ended without the gateway's reason: {reasons}")
     dt.check(summary["sent"] == 28 and summary["answered"] == 28 and
-             summary["unanswered"] == 0 and not summary["errors"],
+             summary["unanswered"] == 0 and summary["unexpected"] == 0 and
+             not summary["errors"],
              f"not every frame answered once: {summary}")
     ids = sorted(a["request_id"] for a in answers)
     dt.check(len(set(ids)) == 28, f"answers: {ids}")

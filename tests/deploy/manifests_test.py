@@ -94,7 +94,10 @@ def check_base(repo, objects):
     grace_s = pod["terminationGracePeriodSeconds"]
     check(grace_s > needed_s, f"terminationGracePeriodSeconds {grace_s} <= "
           f"preStop + drain + flush = {needed_s} s")
+    # Replicas to rebalance to: connections and streams age out (the
+    # schema's defaults, for a single box, are off).
     check(config["max_connection_age_ms"] > 0, "max_connection_age_ms unset")
+    check(config["max_stream_age_ms"] > 0, "max_stream_age_ms unset")
     annotations = objects[("Deployment", "edge-gateway")]["spec"]["template"][
         "metadata"]["annotations"]
     check(annotations.get("prometheus.io/port") == "9464",

@@ -14,9 +14,10 @@ Starts edge_gateway on 127.0.0.1 with ports 0 (both ports are read from its
     unanswered) and carry the server's counters;
   - the per-second CSV and, if gnuplot is installed, both PNG plots exist;
   - SIGTERM stops the gateway with exit status 0;
-  - against a second gateway whose connections age out after 1 s (GOAWAY,
-    streams cancelled 10 s later), a 13 s stream run reopens each camera's
-    stream, sends its unanswered frames again and leaves none unanswered.
+  - against a second gateway whose connections age out after 1 s (GOAWAY)
+    and streams after 2 s (max_stream_age_ms), an 8 s stream run reopens
+    each camera's stream, sends its unanswered frames again and leaves none
+    unanswered.
 Standard library only; exits non-zero with a message on the first failure.
 """
 
@@ -139,15 +140,15 @@ def stop_gateway(gateway):
 
 
 def check_streams_reopen(flags, work):
-    """Connections that age out end long streams; the loadtest reopens."""
+    """Streams that age out end; the loadtest reopens them."""
     gateway, port, metrics_port = start_gateway(
         flags.gateway, flags.model_dir, work / "gateway-age.log",
-        ["--max_connection_age_ms", "1000"])
+        ["--max_connection_age_ms", "1000", "--max_stream_age_ms", "2000"])
     try:
         json_path = work / "reopen.json"
         result = run_loadtest(flags.loadtest, [
             "--mode", "stream", "--cameras", "2", "--fps", "5",
-            "--duration_s", "13", "--warmup_s", "1",
+            "--duration_s", "8", "--warmup_s", "1",
             "--target", f"127.0.0.1:{port}", "--metrics_port",
             str(metrics_port), "--json_out", str(json_path)], timeout_s=40)
     finally:
@@ -158,6 +159,9 @@ def check_streams_reopen(flags, work):
           f"reopen: {report['streams_reopened']} streams reopened, want >= 2")
     check(not report["stream_failures"],
           f"reopen: stream failures {report['stream_failures']}")
+    check(report["unexpected_answers"] == 0,
+          f"reopen: {report['unexpected_answers']} answers to frames already "
+          "answered or never sent")
 
 
 def main():

@@ -154,7 +154,9 @@ TEST(ServerConfigTest, ComputeDtypeAndEngineThreadsAreChecked) {
 TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
   ServerConfig c = DefaultServerConfig();
   c.set_model_dir("/m");
-  EXPECT_EQ(c.max_connection_age_ms(), 300000);
+  // A single box has no replica to move clients to: neither age is set.
+  EXPECT_EQ(c.max_connection_age_ms(), 0);
+  EXPECT_EQ(c.max_stream_age_ms(), 0);
   c.set_tls_cert_file("server.crt");
   EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("tls_key_file"));
   c.set_tls_key_file("server.key");
@@ -170,6 +172,12 @@ TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
   c.set_max_connection_age_ms(-1);
   EXPECT_THAT(ValidateServerConfig(c).message(),
               HasSubstr("max_connection_age_ms"));
+  c.set_max_connection_age_ms(300000);
+  ASSERT_TRUE(SetConfigField("max_stream_age_ms", "300000", "flag", &c).ok());
+  EXPECT_TRUE(ValidateServerConfig(c).ok());
+  c.set_max_stream_age_ms(-1);
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("max_stream_age_ms must be >= 0"));
 }
 
 TEST(ServerConfigTest, ExpertCacheFieldsDefaultParseAndValidate) {

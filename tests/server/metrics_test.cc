@@ -181,28 +181,61 @@ TEST(GatewayMetricsTest, RequestDurationHistogramAndLatencySummary) {
   }
   const auto samples = ParseSamples(metrics->Serialize());
   const std::string h = "edge_gateway_request_duration_seconds";
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="0.0005"})"), 5);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="0.001"})"), 10);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="0.01"})"), 100);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="0.05"})"), 500);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="0.1"})"), 1000);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="10"})"), 1000);
-  EXPECT_EQ(samples.at(h + R"(_bucket{method="Classify",le="+Inf"})"), 1000);
-  EXPECT_EQ(samples.at(h + R"(_count{method="Classify"})"), 1000);
-  EXPECT_NEAR(samples.at(h + R"(_sum{method="Classify"})"), 50.05, 1e-9);
-  EXPECT_EQ(samples.at(h + R"(_count{method="GetModelInfo"})"), 0);
+  const std::string ok = R"(code="OK",method="Classify")";
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.0005"})"), 5);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.001"})"), 10);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.01"})"), 100);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.05"})"), 500);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.1"})"), 1000);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="10"})"), 1000);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="+Inf"})"), 1000);
+  EXPECT_EQ(samples.at(h + "_count{" + ok + "}"), 1000);
+  EXPECT_NEAR(samples.at(h + "_sum{" + ok + "}"), 50.05, 1e-9);
+  EXPECT_EQ(samples.at(h + R"(_count{code="OK",method="GetModelInfo"})"), 0);
 
   const std::string s = "edge_gateway_request_latency_seconds";
   // Within the configured rank errors (5 and 1 of 1000 observations, each
   // 0.1 ms apart), plus one observation of slack for rank rounding.
-  EXPECT_NEAR(samples.at(s + R"({method="Classify",quantile="0.5"})"), 0.050,
-              0.0006);
-  EXPECT_NEAR(samples.at(s + R"({method="Classify",quantile="0.99"})"), 0.099,
-              0.0002);
-  EXPECT_EQ(samples.at(s + R"(_count{method="Classify"})"), 1000);
+  EXPECT_NEAR(samples.at(s + "{" + ok + R"(,quantile="0.5"})"), 0.050, 0.0006);
+  EXPECT_NEAR(samples.at(s + "{" + ok + R"(,quantile="0.99"})"), 0.099, 0.0002);
+  EXPECT_EQ(samples.at(s + "_count{" + ok + "}"), 1000);
   // No observations yet: the quantiles are NaN, as Prometheus expects.
   EXPECT_TRUE(std::isnan(
-      samples.at(s + R"({method="ClassifyStream",quantile="0.5"})")));
+      samples.at(s + R"({code="OK",method="ClassifyStream",quantile="0.5"})")));
+}
+
+// The overload case of issue 13: 100 answers served in about 50 ms, then
+// 300 refused in 0.1 ms (queue full). The served quantiles stay at 50 ms;
+// the refusals have their own histogram child and no summary.
+TEST(GatewayMetricsTest, RefusalsDoNotMoveTheServedLatency) {
+  auto metrics = MakeMetrics(LocalOptions());
+  constexpr int kUnavailable = 14;
+  for (int i = 0; i < 100; ++i) {
+    metrics->RecordRequest(Method::kClassifyStream, kOk, 0.04505 + i * 0.0001);
+  }
+  const std::string h = "edge_gateway_request_duration_seconds";
+  const std::string refused = R"(code="UNAVAILABLE",method="ClassifyStream")";
+  EXPECT_EQ(
+      ParseSamples(metrics->Serialize()).count(h + "_count{" + refused + "}"),
+      0u)
+      << "a code that never happened has no histogram series";
+  for (int i = 0; i < 300; ++i) {
+    metrics->RecordRequest(Method::kClassifyStream, kUnavailable, 0.0001);
+  }
+  const auto samples = ParseSamples(metrics->Serialize());
+  const std::string ok = R"(code="OK",method="ClassifyStream")";
+  const std::string s = "edge_gateway_request_latency_seconds";
+  EXPECT_NEAR(samples.at(s + "{" + ok + R"(,quantile="0.5"})"), 0.050, 0.001);
+  EXPECT_NEAR(samples.at(s + "{" + ok + R"(,quantile="0.99"})"), 0.055, 0.001);
+  EXPECT_EQ(samples.at(s + "_count{" + ok + "}"), 100);
+  EXPECT_EQ(samples.count(s + "_count{" + refused + "}"), 0u);
+  EXPECT_EQ(samples.at(h + "_count{" + ok + "}"), 100);
+  EXPECT_EQ(samples.at(h + "_count{" + refused + "}"), 300);
+  EXPECT_EQ(samples.at(h + "_bucket{" + refused + R"(,le="0.0005"})"), 300);
+  EXPECT_EQ(samples.at(h + "_bucket{" + ok + R"(,le="0.05"})"), 50);
+  // Three OK histograms (one per method) and the one refused: 4 x (14
+  // buckets + +Inf) bucket series.
+  EXPECT_EQ(CountSeries(samples, h + "_bucket"), 4 * 15);
 }
 
 TEST(GatewayMetricsTest, StagesBatchSizesAndGauges) {
@@ -540,6 +573,8 @@ TEST(GatewayMetricsTest, ConcurrentRecordingWhileScraping) {
       for (int i = 0; i < kPerThread; ++i) {
         metrics->AddInflight(1);
         metrics->RecordRequest(Method::kClassify, kOk, 0.001);
+        // Every thread creates the same histogram children at once.
+        metrics->RecordRequest(Method::kClassifyStream, i % 17, 0.001);
         metrics->AddExpertActivations(9, i % 8, 1);
         metrics->AddInflight(-1);
       }
@@ -553,6 +588,14 @@ TEST(GatewayMetricsTest, ConcurrentRecordingWhileScraping) {
   EXPECT_EQ(samples.at(R"(edge_gateway_requests_total{code="OK",)"
                        R"(method="Classify"})"),
             kThreads * kPerThread);
+  EXPECT_EQ(
+      CountSeries(samples, "edge_gateway_request_duration_seconds_count"),
+      3 + 16);  // OK of each method, and 16 other codes of ClassifyStream.
+  int not_found = 0;  // NOT_FOUND is code 5.
+  for (int i = 0; i < kPerThread; ++i) not_found += i % 17 == 5 ? kThreads : 0;
+  EXPECT_EQ(samples.at(R"(edge_gateway_request_duration_seconds_count{)"
+                       R"(code="NOT_FOUND",method="ClassifyStream"})"),
+            not_found);
   EXPECT_EQ(samples.at(R"(edge_gateway_expert_activations_total{expert="5",)"
                        R"(layer="9"})"),
             kThreads * kPerThread / 8);

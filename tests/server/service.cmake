@@ -7,9 +7,10 @@
 #   gateway_integrity_test    expert files rewritten, replaced or truncated
 #                             while serving
 #   gateway_memory_test       memory bound and fair decoding under bursts
+#   gateway_stream_age_test   max_stream_age_ms and max_connection_age_ms
 if(TARGET edge_gateway)
   foreach(test gateway_integration_test gateway_cache_test
-          gateway_integrity_test gateway_memory_test)
+          gateway_integrity_test gateway_memory_test gateway_stream_age_test)
     add_executable(${test} ${test}.cc
       ${CMAKE_SOURCE_DIR}/tests/testing/gateway_process.cc)
     target_link_libraries(${test} PRIVATE edge_server
