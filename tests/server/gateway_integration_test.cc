@@ -231,6 +231,39 @@ TEST_F(GatewayTest, JpegAndPngMatchEngineInUnaryAndStream) {
   }
 }
 
+// Field inputs (issue 13): a CMYK camera JPEG is converted and served; a
+// PNG whose last IDAT fails its CRC is refused, not classified from
+// whatever the damaged data inflated to.
+TEST_F(GatewayTest, CmykJpegIsServedAndPngCrcErrorIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const int w = 64, h = 48;
+  std::string cmyk(static_cast<size_t>(w) * h * 4, '\0');
+  for (size_t i = 0; i < cmyk.size(); ++i) cmyk[i] = static_cast<char>(i % 251);
+  tjhandle tj = tjInitCompress();
+  unsigned char* jpeg = nullptr;
+  unsigned long size = 0;
+  ASSERT_EQ(tjCompress2(tj, reinterpret_cast<const unsigned char*>(cmyk.data()),
+                        w, 0, h, TJPF_CMYK, &jpeg, &size, TJSAMP_444, 90, 0),
+            0);
+  ClassifyRequest r;
+  r.set_encoded(std::string(reinterpret_cast<char*>(jpeg), size));
+  tjFree(jpeg);
+  tjDestroy(tj);
+  ClassifyResponse out;
+  const grpc::Status served = Classify(r, &out);
+  EXPECT_TRUE(served.ok()) << served.error_message();
+  EXPECT_GT(out.top_size(), 0);
+
+  std::string png = EncodePng(RandomRgb(w, h, 5), w, h);
+  const size_t iend = png.rfind("IEND");
+  ASSERT_NE(iend, std::string::npos);
+  png[iend - 5] ^= 0x01;  // the CRC of the chunk before IEND: the last IDAT
+  r.set_encoded(png);
+  const grpc::Status refused = Classify(r, &out);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(refused.error_message(), HasSubstr("CRC"));
+}
+
 TEST_F(GatewayTest, BadInputIsInvalidArgumentAndServingGoesOn) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--max_image_bytes=100000"}));
   const std::string rgb = RandomRgb(64, 48, 2);
