@@ -307,6 +307,13 @@ int Serve(const ServerConfig& config) {
                            s.expert_files.checksum_mismatches,
                            s.non_finite_results};
   };
+  // Until warm-up has shown the model's resident size (PlanRequestMemory),
+  // requests may hold a quarter of the limit.
+  MemoryBudget request_memory(limit->bytes / 4);
+  metrics_options.memory_stats = [&request_memory, &limit] {
+    return MemoryCounts{limit->bytes, request_memory.capacity_bytes(),
+                        request_memory.held_bytes()};
+  };
   auto metrics = GatewayMetrics::Create(metrics_options);
   if (!metrics.ok()) return Fail(metrics.status());
 
@@ -316,9 +323,6 @@ int Serve(const ServerConfig& config) {
   pipeline_options.max_queue_size = config.max_queue_size();
   pipeline_options.decode_threads = config.decode_threads();
   pipeline_options.max_top_k = config.max_top_k();
-  // Until warm-up has shown the model's resident size (PlanRequestMemory),
-  // requests may hold a quarter of the limit.
-  MemoryBudget request_memory(limit->bytes / 4);
   // 1 s: RSS is back within about a second of a burst's end. 4 MiB: a
   // trim walks every arena's free lists (~1 ms), so not for less; 16
   // concurrent 16 MiB messages left 10 MiB of gRPC's freed read buffers in

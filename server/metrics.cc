@@ -135,7 +135,7 @@ GatewayMetrics::GatewayMetrics(const GatewayMetricsOptions& options)
     : registry_(std::make_shared<prometheus::Registry>()),
       scrape_collector_(std::make_shared<internal::ScrapeCollector>(
           options.cache_stats, options.prediction_stats,
-          options.integrity_stats)) {
+          options.integrity_stats, options.memory_stats)) {
   AddRequestMetrics(options);
   AddStageAndBatchMetrics();
   AddModelMetrics(options);

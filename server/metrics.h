@@ -118,6 +118,14 @@
 //     Images whose logits held NaN or Inf, answered DATA_LOSS instead.
 //     The two integrity metrics are VmoeEngine::IntegrityStats as of the
 //     scrape; absent without `integrity_stats`.
+//   memory_limit_bytes                gauge     -              bytes
+//     The memory bound: memory_limit_bytes, or the cgroup's limit.
+//   request_memory_budget_bytes       gauge     -              bytes
+//     What requests in flight may hold (payloads, decoded tensors, decode
+//     peaks) after the model, cache, transport quota and headroom.
+//   request_memory_bytes              gauge     -              bytes
+//     What they hold now; at the budget, requests get RESOURCE_EXHAUSTED.
+//     The three are absent without `memory_stats`.
 //   process_resident_memory_bytes     gauge     -              bytes
 //   process_resident_memory_peak_bytes gauge    -              bytes
 //     VmHWM: the largest resident set so far.
@@ -130,9 +138,9 @@
 //     The process_* metrics are absent if /proc/self cannot be read.
 //
 // Thread-safe: every method may be called from any thread, concurrently with
-// scrapes. `cache_stats`, `prediction_stats` and `integrity_stats` are
-// called from scrape threads (civetweb's and Serialize()'s callers) and must
-// be thread-safe too.
+// scrapes. `cache_stats`, `prediction_stats`, `integrity_stats` and
+// `memory_stats` are called from scrape threads (civetweb's and Serialize()'s
+// callers) and must be thread-safe too.
 #ifndef EDGE_SERVER_METRICS_H_
 #define EDGE_SERVER_METRICS_H_
 
@@ -185,6 +193,13 @@ struct IntegrityCounts {
   uint64_t non_finite_results = 0;
 };
 
+// The memory bound's figures (server/memory_budget.h), read at each scrape.
+struct MemoryCounts {
+  uint64_t limit_bytes = 0;           // memory_limit_bytes or the cgroup's
+  uint64_t request_budget_bytes = 0;  // what requests in flight may hold
+  uint64_t request_held_bytes = 0;    // what they hold now
+};
+
 struct GatewayMetricsOptions {
   // "host:port" (IPv4; Debian's civetweb has no IPv6) for GET /metrics.
   // Port 0 picks a free port (see bound_port()). "" serves no endpoint.
@@ -217,6 +232,8 @@ struct GatewayMetricsOptions {
   // Read at every scrape; may be empty (no expert_integrity_failures_total
   // or non_finite_results_total).
   std::function<IntegrityCounts()> integrity_stats;
+  // The memory bound's figures; null: no memory_* series.
+  std::function<MemoryCounts()> memory_stats;
 };
 
 class GatewayMetrics {

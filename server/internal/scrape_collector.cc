@@ -248,10 +248,12 @@ void AppendProcessFamilies(const ProcessStats& stats,
 ScrapeCollector::ScrapeCollector(
     std::function<ExpertCacheStats()> cache_stats,
     std::function<PrefetchPredictionCounts()> prediction_stats,
-    std::function<IntegrityCounts()> integrity_stats)
+    std::function<IntegrityCounts()> integrity_stats,
+    std::function<MemoryCounts()> memory_stats)
     : cache_stats_(std::move(cache_stats)),
       prediction_stats_(std::move(prediction_stats)),
-      integrity_stats_(std::move(integrity_stats)) {}
+      integrity_stats_(std::move(integrity_stats)),
+      memory_stats_(std::move(memory_stats)) {}
 
 std::vector<MetricFamily> ScrapeCollector::Collect() const {
   std::vector<MetricFamily> families;
@@ -260,6 +262,19 @@ std::vector<MetricFamily> ScrapeCollector::Collect() const {
     AppendPredictionFamilies(prediction_stats_(), &families);
   }
   if (integrity_stats_) AppendIntegrityFamilies(integrity_stats_(), &families);
+  if (memory_stats_) {
+    const MemoryCounts m = memory_stats_();
+    families.push_back(Gauge("edge_gateway_memory_limit_bytes",
+                             "The memory bound: memory_limit_bytes, or the "
+                             "cgroup's limit.",
+                             static_cast<double>(m.limit_bytes)));
+    families.push_back(Gauge("edge_gateway_request_memory_budget_bytes",
+                             "Bytes requests in flight may hold.",
+                             static_cast<double>(m.request_budget_bytes)));
+    families.push_back(Gauge("edge_gateway_request_memory_bytes",
+                             "Bytes requests in flight hold now.",
+                             static_cast<double>(m.request_held_bytes)));
+  }
   const absl::StatusOr<ProcessStats> process = ReadProcessStats();
   if (process.ok()) AppendProcessFamilies(*process, &families);
   return families;

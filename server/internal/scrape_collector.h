@@ -26,7 +26,8 @@ class ScrapeCollector final : public prometheus::Collectable {
   // expert_prediction_* or no integrity families.
   ScrapeCollector(std::function<ExpertCacheStats()> cache_stats,
                   std::function<PrefetchPredictionCounts()> prediction_stats,
-                  std::function<IntegrityCounts()> integrity_stats);
+                  std::function<IntegrityCounts()> integrity_stats,
+                  std::function<MemoryCounts()> memory_stats = nullptr);
 
   // The cache, prediction and integrity families, then the process ones
   // (omitted if /proc/self cannot be read: a scrape must not fail for want
@@ -37,6 +38,7 @@ class ScrapeCollector final : public prometheus::Collectable {
   const std::function<ExpertCacheStats()> cache_stats_;
   const std::function<PrefetchPredictionCounts()> prediction_stats_;
   const std::function<IntegrityCounts()> integrity_stats_;
+  const std::function<MemoryCounts()> memory_stats_;
 };
 
 }  // namespace internal

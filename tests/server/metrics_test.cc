@@ -413,6 +413,22 @@ TEST(GatewayMetricsTest, IntegrityCountsAreReadAtEachScrape) {
   EXPECT_EQ(samples.at(name + R"({reason="checksum_mismatch"})"), 7);
 }
 
+TEST(GatewayMetricsTest, MemoryBoundIsReadAtEachScrape) {
+  std::atomic<uint64_t> held{0};
+  GatewayMetricsOptions options = LocalOptions();
+  options.memory_stats = [&held] {
+    return MemoryCounts{512u << 20, 291u << 20, held.load()};
+  };
+  auto metrics = MakeMetrics(std::move(options));
+  auto samples = ParseSamples(metrics->Serialize());
+  EXPECT_EQ(samples.at("edge_gateway_memory_limit_bytes"), 512 << 20);
+  EXPECT_EQ(samples.at("edge_gateway_request_memory_budget_bytes"), 291 << 20);
+  EXPECT_EQ(samples.at("edge_gateway_request_memory_bytes"), 0);
+  held = 12345;
+  samples = ParseSamples(metrics->Serialize());
+  EXPECT_EQ(samples.at("edge_gateway_request_memory_bytes"), 12345);
+}
+
 TEST(GatewayMetricsTest, NoIntegrityMetricsWithoutACallback) {
   auto metrics = MakeMetrics(LocalOptions());
   const std::string text = metrics->Serialize();
