@@ -1,12 +1,13 @@
-"""PyTorch reference implementation of /work/shared/MODEL_SPEC.md.
+"""PyTorch reference implementation of the model specification,
+docs/model-spec.md.
 
 This module is the spec in executable form: the C++ engine is checked number for
 number against it (tests/parity), and the exporter takes its tensor names and
 shapes from it. It favours readability over speed: every routing rule of the
-spec is a short function with the spec's wording in its docstring.
+spec is a short function whose docstring states the rule.
 
   ModelConfig.from_architecture(arch)   the `architecture` object, defaults applied
-  tensor_shapes(config)                 MODEL_SPEC's weight table for one config
+  tensor_shapes(config)                 the spec's weight table for one config
   VisionMoE(config)                     the model; forward() -> (logits, routing)
 
 Routing results carry a `near_tie` flag per decision: a decision whose outcome
@@ -36,7 +37,8 @@ PRIORITY_TIE_THRESHOLD = 1e-5
 
 
 class ConfigError(ValueError):
-    """An architecture object that MODEL_SPEC does not allow; says which field."""
+    """An architecture object that docs/model-spec.md does not allow; says
+    which field."""
 
 
 # ----------------------------------------------------------------------------
@@ -53,7 +55,7 @@ _MOE_FIELDS = {"layers", "num_experts", "top_k", "routing", "renormalize",
 
 @dataclasses.dataclass(frozen=True)
 class MoeConfig:
-    """MODEL_SPEC's `moe` object; `layers` empty means a dense model."""
+    """The spec's `moe` object; `layers` empty means a dense model."""
     layers: tuple[int, ...] = ()
     num_experts: int = 0        # E
     top_k: int = 0              # k
@@ -65,7 +67,7 @@ class MoeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """MODEL_SPEC's architecture with every default applied."""
+    """The spec's architecture object with every default applied."""
     image_size: int   # S
     patch_size: int   # P
     dim: int          # D
@@ -220,7 +222,7 @@ def _moe_config(moe: dict, depth: int) -> MoeConfig:
 
 
 def tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """MODEL_SPEC's weight table: every state_dict name and shape, in the order
+    """The spec's weight table: every state_dict name and shape, in the order
     VisionMoE.state_dict() lists them (so also the exporter's file order)."""
     d, f = config.dim, config.mlp_dim
     p = config.patch_size
@@ -461,7 +463,7 @@ class PatchEmbed(nn.Module):
 
 
 class VisionMoE(nn.Module):
-    """The ViT / V-MoE of MODEL_SPEC; state_dict names are MODEL_SPEC's.
+    """The ViT / V-MoE of docs/model-spec.md, with its state_dict names.
 
     Parameters are left at PyTorch's default initialisation: load real or
     exported weights with load_state_dict before use.
