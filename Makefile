@@ -25,8 +25,8 @@ models/vmoe-tiny-224-random/manifest.json:
 	$(PYTHON) tools/export_model.py --config tools/configs/vmoe-tiny-224.json \
 	  --random-seed 1 --out models/vmoe-tiny-224-random
 
-# MODEL_SPEC's many-expert configuration (64 experts, ~537 MB of them), for
-# the expert cache's load runs (tools/cache_load_runs.py):
+# docs/model-spec.md's many-expert configuration (64 experts, ~537 MB of
+# them), for the expert cache's load runs (tools/cache_load_runs.py):
 models/vmoe-s32-e32-random/manifest.json:
 	$(PYTHON) tools/export_model.py --config tools/configs/vmoe-s32-e32.json \
 	  --random-seed 1 --out models/vmoe-s32-e32-random

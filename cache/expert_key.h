@@ -11,7 +11,7 @@
 namespace edge {
 
 struct ExpertKey {
-  int layer = 0;   // block index (MODEL_SPEC's `moe.layers` entry).
+  int layer = 0;   // block index (a `moe.layers` entry, docs/model-spec.md).
   int expert = 0;  // expert index in [0, E).
 
   friend bool operator==(const ExpertKey& a, const ExpertKey& b) {

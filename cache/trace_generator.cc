@@ -86,7 +86,7 @@ absl::Status ApplyModelShape(const ModelManifest& manifest,
   for (const char* name :
        {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
     const TensorInfo* t = manifest.FindTensor(prefix + name);
-    // Load() checked that every tensor MODEL_SPEC requires is listed.
+    // Load() checked that every tensor docs/model-spec.md requires is listed.
     if (t == nullptr) return Invalid(absl::StrCat("no tensor ", prefix, name));
     bytes += t->size_bytes;
   }

@@ -13,7 +13,7 @@
 //   reshuffled, so the hot scenes change.
 //   Batches. A batch holds `batch_frames` frames taken round-robin across
 //   the cameras (frames interleaved as a dynamic batcher sees them).
-//   Routing, image mode (MODEL_SPEC's whole-image routing). Each scene is
+//   Routing, image mode (docs/model-spec.md's image routing). Each scene is
 //   routed, in each MoE layer, to top_k experts drawn once from a skewed
 //   per-layer expert popularity (Zipf(expert_alpha) over a shuffled expert
 //   order: trained routers favour some experts); with probability
@@ -64,8 +64,8 @@ struct TraceGeneratorOptions {
   // Only the trace's time column; the policies in cache_sim do not read it.
   int64_t batch_time_us = 100000;
 
-  // The model's shape; defaults: vmoe-s32-e32 (MODEL_SPEC), whose float32
-  // expert is fc1 [2048, 512] + [2048] and fc2 [512, 2048] + [512]:
+  // The model's shape; defaults: vmoe-s32-e32 (docs/model-spec.md), whose
+  // float32 expert is fc1 [2048, 512] + [2048] and fc2 [512, 2048] + [512]:
   // 4 * (2 * 1048576 + 2560) = 8398848 bytes, also what the engine's
   // PreparedExpertBytes() reports for it with oneDNN 2.6 on AVX-512.
   std::vector<int> moe_layers = {5, 7};  // Non-empty, each >= 0.

@@ -1,12 +1,12 @@
 // ModelManifest: a validated model directory (docs/model-format.md).
 //
 // Load() parses manifest.json with protobuf's JSON parser (unknown fields are
-// errors naming the field), applies MODEL_SPEC's defaults, and checks that
-// the architecture is consistent and that every tensor MODEL_SPEC requires is
-// listed once with the right shape, a known dtype, a listed file, a 64-byte
-// aligned offset and a range inside that file. It does not open the weight
-// files: ExpertStore and the engine read them through ReadFile(), which
-// verifies their size and checksum.
+// errors naming the field), applies docs/model-spec.md's defaults, and checks
+// that the architecture is consistent and that every tensor docs/model-spec.md
+// requires is listed once with the right shape, a known dtype, a listed file,
+// a 64-byte aligned offset and a range inside that file. It does not open the
+// weight files: ExpertStore and the engine read them through ReadFile(),
+// which verifies their size and checksum.
 //
 // Thread-safe: immutable after Load().
 #ifndef EDGE_COMMON_MODEL_MANIFEST_H_
@@ -57,7 +57,7 @@ struct MoeSpec {
   bool IsMoeLayer(int block) const;
 };
 
-// MODEL_SPEC's architecture with every default applied.
+// docs/model-spec.md's architecture with every default applied.
 struct ModelConfig {
   int image_size = 0;   // S
   int patch_size = 0;   // P
@@ -156,7 +156,8 @@ class ModelManifest {
   std::map<std::pair<int, int>, std::string> expert_files_;
 };
 
-// MODEL_SPEC's tensor names for one expert: "blocks.{layer}.moe.experts.{e}."
+// docs/model-spec.md's tensor names for one expert:
+// "blocks.{layer}.moe.experts.{e}."
 std::string ExpertTensorPrefix(int layer, int expert);
 
 }  // namespace edge

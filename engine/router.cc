@@ -7,7 +7,7 @@ namespace edge {
 namespace {
 
 // Indices of the k largest values, largest first; ties go to the lower
-// index, as MODEL_SPEC requires (and torch.topk does not promise).
+// index, as docs/model-spec.md requires (and torch.topk does not promise).
 void TopK(const float* values, int n, int k, std::vector<int>* order) {
   order->resize(n);
   std::iota(order->begin(), order->end(), 0);

@@ -1,7 +1,8 @@
-// Router: MODEL_SPEC's expert selection, as pure functions of the router's
-// gate probabilities. No oneDNN, no state: the engine computes the
-// probabilities and calls these per image, so every decision is unit-tested
-// on its own and no request depends on its batch neighbours.
+// Router: docs/model-spec.md's expert selection ("Routing"), as pure
+// functions of the router's gate probabilities. No oneDNN, no state: the
+// engine computes the probabilities and calls these per image, so every
+// decision is unit-tested on its own and no request depends on its batch
+// neighbours.
 //
 // Thread-safe (pure functions).
 #ifndef EDGE_ENGINE_ROUTER_H_

@@ -1,5 +1,5 @@
-// VmoeEngine: runs a Vision Mixture-of-Experts model (MODEL_SPEC) on a batch
-// of normalised images with oneDNN.
+// VmoeEngine: runs a Vision Mixture-of-Experts model (docs/model-spec.md) on a
+// batch of normalised images with oneDNN.
 //
 // Create() loads and verifies the model directory, reorders every
 // non-expert weight once into oneDNN's preferred layout and sets up the
@@ -75,7 +75,7 @@ enum class ExpertFailurePolicy {
 
 // Arithmetic of the engine's large matmuls.
 enum class ComputeDtype {
-  kFloat32,   // MODEL_SPEC's reference arithmetic.
+  kFloat32,   // docs/model-spec.md's reference arithmetic.
   kBfloat16,  // bf16 inputs, f32 accumulation (needs AVX512-BF16 for speed).
 };
 

@@ -1,6 +1,6 @@
 // ImageDecoder turns what a camera or client sends into the engine's input: a
 // float32 [3, S, S] tensor in CHW order, resized and normalised exactly as the
-// model was trained (MODEL_SPEC.md, "Preprocessing"):
+// model was trained (docs/model-spec.md, "Preprocessing"):
 //
 //   1. decode JPEG (libjpeg-turbo) or PNG (libspng) to 8-bit RGB; greyscale is
 //      replicated to three channels, alpha is dropped, 16-bit PNG samples are
@@ -52,8 +52,8 @@
 namespace edge {
 
 struct ImageDecoderOptions {
-  // S, the side of the model's square input (MODEL_SPEC.md `image_size`).
-  // Required: must be in [1, 8192].
+  // S, the side of the model's square input (`image_size` in
+  // docs/model-spec.md). Required: must be in [1, 8192].
   int image_size = 0;
 
   // Per-channel (R, G, B) normalisation applied to pixel values in [0, 1]:

@@ -14,12 +14,12 @@ re-exports an existing float32 model directory (its manifest supplies the
 config), e.g. the trained models/fashion-vmoe at another expert precision.
 
 CFG.json holds {"architecture", "preprocessing", "labels", "superclasses",
-"name", "description"}; only "architecture" is required (MODEL_SPEC's object;
-defaults are written out in the manifest). --weights takes a
-torch.save(state_dict) with MODEL_SPEC's names; anything missing, unexpected or
-mis-shaped is reported by name and nothing is written. --random-seed builds
-deterministic random weights (same seed, byte-identical files) whose outputs
-are spread out enough for parity tests.
+"name", "description"}; only "architecture" is required (docs/model-spec.md's
+object; defaults are written out in the manifest). --weights takes a
+torch.save(state_dict) with docs/model-spec.md's names; anything missing,
+unexpected or mis-shaped is reported by name and nothing is written.
+--random-seed builds deterministic random weights (same seed, byte-identical
+files) whose outputs are spread out enough for parity tests.
 
 Importable: export_model(), random_state_dict(), load_config().
 """
@@ -51,7 +51,7 @@ _EXPERT_WEIGHT = re.compile(r"\.moe\.experts\.\d+\.fc[12]\.weight$")
 _INT8_MAX = 127
 _CONFIG_FIELDS = {"architecture", "preprocessing", "labels", "superclasses",
                   "name", "description"}
-# timm's ViT normalisation, MODEL_SPEC's default.
+# timm's ViT normalisation, the default (docs/model-spec.md, "Preprocessing").
 _DEFAULT_MEAN_STD = [0.5, 0.5, 0.5]
 _LAYERNORM = re.compile(r"(^|\.)norm\d?\.(weight|bias)$")
 
@@ -227,7 +227,8 @@ def export_model(cfg: dict, state_dict: dict, out_dir: Path,
                  precision: str = "float32", random_seed: int | None = None) -> dict:
     """Writes the model directory `out_dir` and returns its manifest.
 
-    cfg: the CFG.json object (with a name). state_dict: MODEL_SPEC names.
+    cfg: the CFG.json object (with a name). state_dict: tensors named as in
+    docs/model-spec.md.
     random_seed: the seed random_state_dict used, if the weights are random;
     the description then says so, so nobody mistakes them for a trained model.
     Everything is validated before anything is written; `out_dir` must be

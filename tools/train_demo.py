@@ -331,8 +331,9 @@ def superclass_agreement(counts: np.ndarray, top_k: int) -> list[float]:
 def reference_accuracy(model_dir: Path, images: torch.Tensor,
                        labels: torch.Tensor, batch_size: int = 500) -> dict:
     """Test accuracy of an exported model directory, its files reloaded
-    through tools/vmoe_reference.py's forward() (per-image routing: MODEL_SPEC's
-    arithmetic as written, which the gateway's engine matches)."""
+    through tools/vmoe_reference.py's forward() (per-image routing:
+    docs/model-spec.md's arithmetic as written, which the gateway's engine
+    matches)."""
     model = load_reference(model_dir)
     correct, near_ties = 0, 0
     for first in range(0, len(images), batch_size):

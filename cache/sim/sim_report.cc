@@ -14,7 +14,8 @@ using google::protobuf::ListValue;
 using google::protobuf::Struct;
 using google::protobuf::Value;
 
-constexpr double kMb = 1e6;  // Decimal MB, as MODEL_SPEC's "537 MB".
+// Decimal MB, as in docs/model-spec.md's "about 537.5 MB" of experts.
+constexpr double kMb = 1e6;
 
 double Percent(uint64_t bytes, const TraceStats& stats) {
   return stats.distinct_bytes == 0 ? 0 : 100.0 * bytes / stats.distinct_bytes;

@@ -23,7 +23,8 @@ constexpr uint64_t kTensorAlignment = 64;
 using ExpertId = std::pair<int, int>;  // (layer, expert)
 constexpr ExpertId kNotExpert = {-1, -1};
 
-// One row of MODEL_SPEC's weight table, instantiated for an architecture.
+// One row of docs/model-spec.md's weight table, instantiated for an
+// architecture.
 struct RequiredTensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;

@@ -1,6 +1,7 @@
 // The tensor and file lists of a manifest, checked against the tensors
-// MODEL_SPEC requires of its architecture (docs/model-format.md, "What the
-// loader checks"). Internal to ModelManifest; no state, thread-safe.
+// docs/model-spec.md ("Weights") requires of its architecture
+// (docs/model-format.md, "What the loader checks"). Internal to
+// ModelManifest; no state, thread-safe.
 #ifndef EDGE_COMMON_INTERNAL_MANIFEST_TENSORS_H_
 #define EDGE_COMMON_INTERNAL_MANIFEST_TENSORS_H_
 

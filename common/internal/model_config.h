@@ -1,6 +1,6 @@
-// ModelConfig from a manifest's architecture object: MODEL_SPEC's defaults
-// applied and docs/model-format.md's architecture rules checked. Internal to
-// ModelManifest; no state, thread-safe.
+// ModelConfig from a manifest's architecture object: docs/model-spec.md's
+// defaults applied and docs/model-format.md's architecture rules checked.
+// Internal to ModelManifest; no state, thread-safe.
 #ifndef EDGE_COMMON_INTERNAL_MODEL_CONFIG_H_
 #define EDGE_COMMON_INTERNAL_MODEL_CONFIG_H_
 

@@ -1,5 +1,5 @@
-// ForwardPass: one batch through the model (MODEL_SPEC "Forward pass").
-// Internal to VmoeEngine; see engine/vmoe_engine.h for the design.
+// ForwardPass: one batch through the model (docs/model-spec.md, "Forward
+// pass"). Internal to VmoeEngine; see engine/vmoe_engine.h for the design.
 //
 // Precision: the residual stream x, LayerNorm statistics, softmaxes, the
 // router and the head are float32 always. The activations that feed the big

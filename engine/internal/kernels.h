@@ -143,8 +143,8 @@ class Kernels {
   // In place softmax over each row of data[rows, cols], f32.
   void Softmax(ExecContext& x, int64_t rows, int cols, float* data);
   // Multi-head attention core: qkv is [batch, tokens, 3, heads, head_dim]
-  // (MODEL_SPEC's column layout) and out [batch, tokens, heads, head_dim],
-  // both of type `qkv.type` (f32 or bf16): out = softmax(q k^T /
+  // (docs/model-spec.md's column layout) and out [batch, tokens, heads,
+  // head_dim], both of type `qkv.type` (f32 or bf16): out = softmax(q k^T /
   // sqrt(head_dim)) v, scores and softmax in f32.
   void Attention(ExecContext& x, const AttentionShape& shape, MatrixRef qkv,
                  MatrixRef out);

@@ -33,7 +33,7 @@ struct BlockWeights {
   // Dense blocks only.
   LinearWeights fc1;  // D -> F
   LinearWeights fc2;  // F -> D
-  // MoE blocks only: D -> E, zero bias (MODEL_SPEC's router has none).
+  // MoE blocks only: D -> E, zero bias (docs/model-spec.md: no router bias).
   LinearWeights router;
 };
 

@@ -68,7 +68,7 @@ TEST(ModelManifestTest, ParsesAValidManifestAndAppliesDefaults) {
   EXPECT_EQ(c.num_patches(), 4);
   EXPECT_EQ(c.num_tokens(), 4);
   EXPECT_EQ(c.head_dim(), 4);
-  // MODEL_SPEC's defaults.
+  // docs/model-spec.md's defaults.
   EXPECT_EQ(c.norm_eps, 1e-6f);
   EXPECT_FALSE(c.class_token);
   EXPECT_EQ(c.global_pool, Pooling::kAvg);

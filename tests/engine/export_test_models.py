@@ -19,7 +19,8 @@ from export_model import export_model, load_config, model_config, random_state_d
 # (directory, config, expert precision).
 # tiny-image / tiny-token: failure isolation, batch independence, bf16.
 # tiny-image-bf16 / -int8: the same weights with reduced-precision experts.
-# vmoe-s32-e32: MODEL_SPEC's many-experts configuration, for the budget test.
+# vmoe-s32-e32: docs/model-spec.md's many-experts configuration, for the
+# budget test.
 MODELS = (("tiny-image", "tiny-image", "float32"),
           ("tiny-image-bf16", "tiny-image", "bf16"),
           ("tiny-image-int8", "tiny-image", "int8"),

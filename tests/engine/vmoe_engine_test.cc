@@ -298,8 +298,8 @@ TEST(VmoeEngineTest, NextLayerPredictionsAreMadeAndScored) {
   EXPECT_GT(static_cast<double>(s.guesses_used) / s.guesses, 0.5);
 }
 
-// Token routing is per image (MODEL_SPEC), so an image's answer must not
-// depend on what else is in its batch.
+// Token routing is per image (docs/model-spec.md), so an image's answer must
+// not depend on what else is in its batch.
 TEST(VmoeEngineTest, ResultsDoNotDependOnBatchNeighbours) {
   auto engine = CreateOrDie(ModelDir("tiny-token"));
   ASSERT_NE(engine, nullptr);
@@ -424,9 +424,10 @@ TEST(VmoeEngineTest, ReducedPrecisionExpertsShrinkTheCache) {
   EXPECT_EQ(int8->precision(), "float32/int8-experts");
 }
 
-// MODEL_SPEC's vmoe-s32-e32 (64 experts, ~537 MB) with a budget for a quarter
-// of its experts, three threads running batches at once: resident bytes
-// never pass the budget, and every answer equals the unbounded engine's.
+// docs/model-spec.md's vmoe-s32-e32 (64 experts, ~537 MB) with a budget for a
+// quarter of its experts, three threads running batches at once: resident
+// bytes never pass the budget, and every answer equals the unbounded
+// engine's.
 TEST(VmoeEngineTest, BoundedCacheMatchesUnboundedUnderConcurrency) {
   const std::string dir = ModelDir("vmoe-s32-e32");
   constexpr int kBatches = 4;

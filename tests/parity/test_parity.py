@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Parity of the C++ engine with the PyTorch reference (MODEL_SPEC "Numerics").
+"""Parity of the C++ engine with the PyTorch reference (docs/model-spec.md,
+"Numerics").
 
   ENGINE_RUN=build/engine/engine_run /usr/bin/python3 tests/parity/test_parity.py
   /usr/bin/python3 tests/parity/test_parity.py --self-check
@@ -42,7 +43,7 @@ CONFIGS = REPO / "tools" / "configs"
 TINY_CONFIGS = ("tiny-image", "tiny-image-cls", "tiny-token",
                 "tiny-token-cls-nobpr", "tiny-dense", "tiny-s32")
 MODEL_SEED = 1
-LOGIT_TOLERANCE = 1e-3     # MODEL_SPEC's float32 bound.
+LOGIT_TOLERANCE = 1e-3     # docs/model-spec.md's float32 bound.
 WEIGHT_TOLERANCE = 1e-4    # gate weights; the near-tie margin of vmoe_reference.
 MAX_NEAR_TIE_FRACTION = 0.02  # skipping more would hollow out the test.
 ENGINE_TIMEOUT_S = 300
@@ -230,7 +231,8 @@ class EngineParityTest(unittest.TestCase):
 
 
 # ----------------------------------------------------------------------------
-# Reduced precision (MODEL_SPEC "Numerics": reported, target >= 99% top-1)
+# Reduced precision (docs/model-spec.md, "Numerics": reported; the target is
+# >= 99% top-1 agreement)
 # ----------------------------------------------------------------------------
 
 # Max |logit difference| allowed on images routed as the reference routes

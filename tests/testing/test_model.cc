@@ -80,7 +80,7 @@ void AddBlock(const TestModelSpec& s, int i, RowList* rows) {
   for (int e = 0; e < s.num_experts; ++e) AddExpert(s, i, e, rows);
 }
 
-// MODEL_SPEC's weight table for `s`.
+// docs/model-spec.md's weight table for `s`.
 std::vector<Row> Rows(const TestModelSpec& s) {
   RowList rows;
   const int64_t d = s.dim, p = s.patch_size;

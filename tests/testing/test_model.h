@@ -1,10 +1,10 @@
 // Tiny model directories for tests of the manifest loader and the expert
 // store.
 //
-// The tensor list is written here from MODEL_SPEC's weight table, apart from
-// common/model_manifest.cc, so that each checks the other. Files are laid
-// out as the exporter lays them out (docs/model-format.md): non-expert
-// tensors in model.safetensors, each expert in
+// The tensor list is written here from docs/model-spec.md's weight table,
+// apart from common/model_manifest.cc, so that each checks the other. Files
+// are laid out as the exporter lays them out (docs/model-format.md):
+// non-expert tensors in model.safetensors, each expert in
 // experts/block{LL}_expert{EEE}.safetensors, every tensor at a 64-byte
 // aligned offset. The bytes before the first tensor are zeros, not a real
 // safetensors header: nothing in C++ reads that header.
@@ -39,8 +39,8 @@ struct TestModelSpec {
 };
 
 // A manifest that ModelManifest::Parse accepts, with every file's size and
-// SHA-256 those of the bytes WriteTestModel writes. Optional fields MODEL_SPEC
-// gives defaults for are left unset.
+// SHA-256 those of the bytes WriteTestModel writes. Optional fields
+// docs/model-spec.md gives defaults for are left unset.
 model::v1::Manifest MakeTestManifest(const TestModelSpec& spec = {});
 
 // "experts/block01_expert002.safetensors".

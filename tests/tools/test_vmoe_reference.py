@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Tests of tools/vmoe_reference.py: the rules of MODEL_SPEC on hand-made
-inputs, and the model against independent formulations (PyTorch's own
-multi-head attention, a dense model equal to a one-expert MoE)."""
+"""Tests of tools/vmoe_reference.py: the rules of docs/model-spec.md on
+hand-made inputs, and the model against independent formulations (PyTorch's
+own multi-head attention, a dense model equal to a one-expert MoE)."""
 
 import sys
 import unittest

@@ -1,4 +1,5 @@
-"""Multiply-accumulates per image of a MODEL_SPEC model, counted analytically.
+"""Multiply-accumulates per image of a model as docs/model-spec.md defines
+it, counted analytically.
 
 Only the matrix products are counted (patch embedding, qkv, the two attention
 products, proj, the MLPs or the k chosen experts, the router, the head): they

@@ -38,7 +38,7 @@ class Setup:
     node_modules: Path     # where tools/peers/install.sh put onnxruntime-node
     threads: int           # every runtime's compute threads
     seconds: float         # measurement time per batch size
-    tolerance: float = 1e-3  # max |logit - reference| (MODEL_SPEC)
+    tolerance: float = 1e-3  # max |logit - reference| (docs/model-spec.md)
     # bf16 compute rounds activations to 8 bits of mantissa, so its logits
     # are held only to this fraction of the largest |reference logit|: a
     # sanity check against a broken kernel, not the accuracy figure (that is
