@@ -76,35 +76,34 @@ MemoryTrimmer::MemoryTrimmer(MemoryBudget* budget, absl::Duration interval,
                              uint64_t min_released_bytes,
                              std::function<uint64_t()> resident_bytes)
     : thread_([this, budget, interval, min_released_bytes, resident_bytes] {
-        // What an idle gateway needs: the lowest resident size seen, raised
-        // to the current one after kFruitlessTrims trims in a row freed
-        // nothing (the expert cache filling, which no trim undoes). 8: gRPC
-        // frees a reset stream's buffers up to a few seconds after its
-        // client has its answer, and those must still be caught.
-        constexpr int kFruitlessTrims = 8;
+        // The lowest resident size seen: what an idle gateway needs. Above
+        // it a trim may free nothing (the expert cache filled, or gRPC
+        // still holds a burst's buffers and frees them seconds later), so
+        // fruitless trims back off, to every kMaxBackoff intervals: memory
+        // released later is still returned within that, and a resident size
+        // that is really needed costs one ~1 ms trim per 4 s. (Raising the
+        // floor after fruitless trims instead missed memory gRPC freed 10 s
+        // after a burst of refused 120 MB messages.)
+        constexpr int kMaxBackoff = 4;
         uint64_t floor = resident_bytes();
-        int fruitless = 0;
+        int backoff = 1, waited = 0;
         while (!stop_.WaitForNotificationWithTimeout(interval)) {
           const uint64_t before = resident_bytes();
           floor = std::min(floor, before);
           const bool idle = budget->held_bytes() <= min_released_bytes;
           const bool above_floor = before > floor + min_released_bytes;
-          if (!budget->TakeTrimDue(min_released_bytes) &&
-              !(idle && above_floor)) {
-            continue;
-          }
+          const bool due = budget->TakeTrimDue(min_released_bytes);
+          if (!due && !(idle && above_floor && ++waited >= backoff)) continue;
           // glibc returns the free pages at the top of each heap and, since
           // 2.8, the whole free pages inside them (MADV_DONTNEED).
           malloc_trim(0);
           ++trims_;
+          waited = 0;
           const uint64_t after = resident_bytes();
-          fruitless =
-              before > after + min_released_bytes / 4 ? 0 : fruitless + 1;
-          if (fruitless >= kFruitlessTrims) {
-            floor = after;
-            fruitless = 0;
-          }
           floor = std::min(floor, after);
+          backoff = before > after + min_released_bytes / 4
+                        ? 1
+                        : std::min(backoff * 2, kMaxBackoff);
         }
       }) {}
 

@@ -110,9 +110,9 @@ class MemoryBudget {
 // memory to the system (malloc_trim) when the budget says a burst has been
 // released (TakeTrimDue), or, while requests hold little, when the
 // resident size is `min_released_bytes` above the lowest seen: memory
-// gRPC's transport freed, which the budget never held, is caught too. A
-// level that eight trims in a row could not lower becomes the new floor. So
-// the resident size falls back within about `interval` of the memory's
+// gRPC's transport freed, which the budget never held, is caught too.
+// Trims that free nothing back off to one every 4 intervals. So the
+// resident size falls back within a few intervals of the memory's
 // release, with no work on the request path.
 class MemoryTrimmer {
  public:
