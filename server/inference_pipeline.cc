@@ -216,46 +216,46 @@ absl::Status InferencePipeline::Admit(Task& task) {
   return absl::OkStatus();
 }
 
-bool InferencePipeline::DecodeReadyLocked() const {
-  if (stop_decoders_) return true;
+std::deque<std::unique_ptr<InferencePipeline::Task>>*
+InferencePipeline::DecodableQueueLocked() {
+  // Draining decodes what is queued (each task is answered) before the
+  // workers stop: neither the costly lane's limit nor memory holds it then.
+  const bool stopping = stop_decoders_;
   auto fits = [this](const Task& t) {
-    return memory_ == nullptr || memory_->held_bytes() + t.decode_peak_bytes <=
-                                     memory_->capacity_bytes();
+    return memory_ == nullptr ||
+           memory_->Fits(memory_->held_bytes() + t.decode_peak_bytes);
   };
-  if (!cheap_queue_.empty() && fits(*cheap_queue_.front())) return true;
-  return !costly_queue_.empty() && costly_decoding_ < max_costly_decodes_ &&
-         fits(*costly_queue_.front());
+  if (!cheap_queue_.empty() && (stopping || fits(*cheap_queue_.front()))) {
+    return &cheap_queue_;
+  }
+  if (!costly_queue_.empty() &&
+      (stopping || (costly_decoding_ < max_costly_decodes_ &&
+                    fits(*costly_queue_.front())))) {
+    return &costly_queue_;
+  }
+  return nullptr;
 }
 
 std::unique_ptr<InferencePipeline::Task> InferencePipeline::NextDecodeLocked() {
   while (true) {
     mu_.Await(absl::Condition(
-        +[](InferencePipeline* p)
-             ABSL_NO_THREAD_SAFETY_ANALYSIS { return p->DecodeReadyLocked(); },
+        +[](InferencePipeline* p) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          return p->stop_decoders_ || p->DecodableQueueLocked() != nullptr;
+        },
         this));
-    // Draining decodes what is queued (each task is answered) before the
-    // workers stop; memory is no reason to wait then.
-    const bool stopping = stop_decoders_;
-    for (auto* queue : {&cheap_queue_, &costly_queue_}) {
-      if (queue->empty()) continue;
-      if (queue == &costly_queue_ && !stopping &&
-          costly_decoding_ >= max_costly_decodes_) {
-        continue;
-      }
-      Task& front = *queue->front();
-      if (memory_ != nullptr && !stopping &&
-          !memory_->TryReserve(front.decode_peak_bytes)) {
-        continue;
-      }
-      if (memory_ != nullptr && stopping) {
-        memory_->TryReserve(front.decode_peak_bytes);
-      }
-      std::unique_ptr<Task> task = std::move(queue->front());
-      queue->pop_front();
-      if (task->costly) ++costly_decoding_;
-      return task;
+    auto* queue = DecodableQueueLocked();
+    if (queue == nullptr) return nullptr;  // stopped, nothing left
+    Task& front = *queue->front();
+    // Every change to the budget's bytes happens under mu_, so what fitted
+    // above is reserved here; only SetCapacity() may have shrunk it since.
+    if (memory_ != nullptr && !memory_->TryReserve(front.decode_peak_bytes)) {
+      if (!stop_decoders_) continue;
+      front.decode_peak_bytes = 0;  // decoded anyway, nothing reserved
     }
-    if (stopping) return nullptr;
+    std::unique_ptr<Task> task = std::move(queue->front());
+    queue->pop_front();
+    if (task->costly) ++costly_decoding_;
+    return task;
   }
 }
 

@@ -112,7 +112,10 @@ class InferencePipeline {
   // The next task a decode worker may start (its decode peak reserved), or
   // null once stopped. REQUIRES: mu_ held.
   std::unique_ptr<Task> NextDecodeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool DecodeReadyLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The queue whose front may be decoded now (see the header's policy), or
+  // null.
+  std::deque<std::unique_ptr<Task>>* DecodableQueueLocked()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DecodeLoop();
   absl::Status Decode(Task& task);
   void RunBatch(std::vector<std::unique_ptr<Task>> batch);

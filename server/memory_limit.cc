@@ -1,15 +1,13 @@
 #include "server/memory_limit.h"
 
-#include <cstdio>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "server/internal/process_stats.h"
 
 namespace edge {
 namespace {
@@ -20,11 +18,9 @@ namespace {
 constexpr uint64_t kNoLimit = uint64_t{1} << 62;
 
 std::optional<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  absl::StatusOr<std::string> text = internal::ReadProcFile(path);
+  if (!text.ok()) return std::nullopt;
+  return *std::move(text);
 }
 
 // A limit file's value: nullopt for "max", unreadable or no-limit values.
@@ -39,21 +35,15 @@ std::optional<uint64_t> ReadLimit(const std::string& path) {
   return value;
 }
 
-// "key value" lines (memory.stat, /proc/meminfo "Key:   123 kB").
+// The number after `key` in the file (memory.stat, /proc/meminfo).
 std::optional<uint64_t> ReadKeyedValue(const std::string& path,
                                        absl::string_view key) {
   const std::optional<std::string> text = ReadFile(path);
   if (!text) return std::nullopt;
-  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
-    std::vector<absl::string_view> fields =
-        absl::StrSplit(line, absl::ByAnyChar(" \t:"), absl::SkipEmpty());
-    uint64_t value = 0;
-    if (fields.size() >= 2 && fields[0] == key &&
-        absl::SimpleAtoi(fields[1], &value)) {
-      return value;
-    }
-  }
-  return std::nullopt;
+  const absl::StatusOr<uint64_t> value =
+      internal::FindKeyedNumber(path, *text, key);
+  if (!value.ok()) return std::nullopt;
+  return *value;
 }
 
 struct CgroupMount {
@@ -152,7 +142,7 @@ std::optional<MemoryLimit> CgroupV1Limit(const std::string& root) {
   if (!mount || !path) return std::nullopt;
   const std::string file = CgroupDir(root, *mount, *path) + "/memory.stat";
   const std::optional<uint64_t> v =
-      ReadKeyedValue(file, "hierarchical_memory_limit");
+      ReadKeyedValue(file, "hierarchical_memory_limit ");
   if (!v || *v >= kNoLimit) return std::nullopt;
   return MemoryLimit{*v, "cgroup v1 " + file.substr(root.size()) +
                              " hierarchical_memory_limit"};
@@ -164,7 +154,7 @@ absl::StatusOr<MemoryLimit> DetectMemoryLimit(const std::string& root) {
   if (std::optional<MemoryLimit> v2 = CgroupV2Limit(root)) return *v2;
   if (std::optional<MemoryLimit> v1 = CgroupV1Limit(root)) return *v1;
   const std::optional<uint64_t> total_kb =
-      ReadKeyedValue(root + "/proc/meminfo", "MemTotal");
+      ReadKeyedValue(root + "/proc/meminfo", "MemTotal:");
   if (!total_kb) {
     return absl::UnavailableError(
         "cannot read /proc/meminfo to size the memory limit; set "
@@ -175,7 +165,7 @@ absl::StatusOr<MemoryLimit> DetectMemoryLimit(const std::string& root) {
 }
 
 uint64_t ResidentBytes() {
-  return ReadKeyedValue("/proc/self/status", "VmRSS").value_or(0) * 1024;
+  return ReadKeyedValue("/proc/self/status", "VmRSS:").value_or(0) * 1024;
 }
 
 }  // namespace edge

@@ -29,33 +29,9 @@ constexpr int kRssField = 24;        // pages.
 // The first field after "pid (comm)" is field 3, the state.
 constexpr int kFirstFieldAfterComm = 3;
 
-absl::Status ParseError(const char* path, absl::string_view what) {
+absl::Status ParseError(absl::string_view path, absl::string_view what) {
   return absl::UnavailableError(
       absl::StrCat("cannot parse ", what, " in ", path));
-}
-
-absl::StatusOr<std::string> ReadProcFile(const char* path) {
-  // /proc files report size 0, so read them as streams.
-  std::ifstream in(path);
-  if (!in) return absl::UnavailableError(absl::StrCat("cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// The number after `key` on the line that starts with it ("VmHWM:", "btime").
-absl::StatusOr<uint64_t> FindKeyedNumber(const char* path,
-                                         absl::string_view text,
-                                         absl::string_view key) {
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::ConsumePrefix(&line, key)) continue;
-    std::vector<absl::string_view> words =
-        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    uint64_t value = 0;
-    if (words.empty() || !absl::SimpleAtoi(words[0], &value)) break;
-    return value;
-  }
-  return ParseError(path, key);
 }
 
 // Seconds since the Unix epoch at which the system booted.
@@ -111,6 +87,28 @@ absl::StatusOr<int64_t> CountOpenFds() {
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ReadProcFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::StatusOr<uint64_t> FindKeyedNumber(const std::string& path,
+                                         absl::string_view text,
+                                         absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::ConsumePrefix(&line, key)) continue;
+    std::vector<absl::string_view> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    uint64_t value = 0;
+    if (words.empty() || !absl::SimpleAtoi(words[0], &value)) break;
+    return value;
+  }
+  return ParseError(path, key);
+}
 
 absl::StatusOr<ProcessStats> ReadProcessStats() {
   ProcessStats stats;

@@ -32,7 +32,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/gateway.grpc.pb.h"
+#include "server/internal/process_stats.h"
 #include "tests/testing/gateway_process.h"
+#include "tests/testing/tensor_request.h"
 #include "tests/testing/test_images.h"
 
 namespace edge {
@@ -43,22 +45,20 @@ using gateway::v1::ClassifyResponse;
 using gateway::v1::InferenceGateway;
 using test_support::EncodePng;
 using test_support::GatewayProcess;
+using test_support::RandomTensor;
+using test_support::TensorRequest;
 
 constexpr uint64_t kMiB = 1 << 20;
 constexpr uint64_t kLimit = 512 * kMiB;  // deploy/: compose and k8s
 
 std::string DefaultModelDir() { return EDGE_REPO_MODELS_DIR "/fashion-vmoe"; }
 
-// VmRSS / VmHWM of `pid`, bytes.
+// VmRSS / VmHWM of `pid`, bytes; 0 if it cannot be read.
 uint64_t StatusBytes(pid_t pid, const std::string& key) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) {
-      return std::stoull(line.substr(key.size() + 1)) * 1024;
-    }
-  }
-  return 0;
+  const std::string path = absl::StrCat("/proc/", pid, "/status");
+  const absl::StatusOr<std::string> text = internal::ReadProcFile(path);
+  if (!text.ok()) return 0;
+  return internal::FindKeyedNumber(path, *text, key + ":").value_or(0) * 1024;
 }
 
 // A PNG of w x h black pixels: a few tens of KB that decode to w * h * 3.
@@ -105,12 +105,8 @@ ClassifyRequest Rgb(int w, int h) {
 }
 
 ClassifyRequest Tensor(int side) {
-  ClassifyRequest r;
+  ClassifyRequest r = TensorRequest(RandomTensor(side, 0), side);
   r.set_request_id("tensor");
-  r.mutable_tensor()->add_shape(3);
-  r.mutable_tensor()->add_shape(side);
-  r.mutable_tensor()->add_shape(side);
-  r.mutable_tensor()->set_data(std::string(3ull * side * side * 4, '\0'));
   return r;
 }
 
