@@ -178,19 +178,6 @@ absl::StatusOr<DecodeCost> ImageDecoder::ProbeEncoded(
   return cost;
 }
 
-absl::StatusOr<DecodeCost> ImageDecoder::ProbeRgb(int width, int height) const {
-  RETURN_IF_ERROR(
-      decoder_internal::CheckDimensions(width, height, options_.max_pixels));
-  DecodeCost cost;
-  cost.info.format = ImageFormat::kRawRgb;
-  cost.info.source_width = cost.info.decoded_width = width;
-  cost.info.source_height = cost.info.decoded_height = height;
-  cost.peak_bytes =
-      decoder_internal::BilinearRowResizer::HeapBytes(options_.image_size);
-  cost.work_pixels = static_cast<uint64_t>(width) * height;
-  return cost;
-}
-
 absl::Status ImageDecoder::FromRgb(std::string_view pixels, int width,
                                    int height, float* out) const {
   RETURN_IF_ERROR(

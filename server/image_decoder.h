@@ -89,8 +89,7 @@ struct ImageDecoderOptions {
   bool jpeg_dct_scaling = true;
 };
 
-// kRawRgb: the pixels FromRgb() takes (only ProbeRgb() reports it).
-enum class ImageFormat { kJpeg, kPng, kRawRgb };
+enum class ImageFormat { kJpeg, kPng };
 
 // What DecodeEncoded() saw, for logs and tests.
 struct DecodeInfo {
@@ -101,8 +100,9 @@ struct DecodeInfo {
   int decoded_height = 0;
 };
 
-// What decoding an image will cost, predicted by ProbeEncoded() or
-// ProbeRgb() without decoding it.
+// What decoding an image will cost, predicted by ProbeEncoded() without
+// decoding it. (Raw pixels need no probe: FromRgb() resizes them in place
+// from the message, skipping the rows the resize does not sample.)
 struct DecodeCost {
   // The sizes DecodeEncoded() will report for the same bytes.
   DecodeInfo info;
@@ -155,10 +155,6 @@ class ImageDecoder {
   // format, unreadable header) with the same INVALID_ARGUMENT message; an OK
   // probe does not promise that the decode will succeed.
   absl::StatusOr<DecodeCost> ProbeEncoded(std::string_view bytes) const;
-
-  // What FromRgb(pixels, width, height, ...) would cost: the resizer's few KB
-  // and width * height work pixels. Rejects the dimensions FromRgb rejects.
-  absl::StatusOr<DecodeCost> ProbeRgb(int width, int height) const;
 
   // Resizes and normalises raw 8-bit RGB, HWC order, of any size.
   // `pixels.size()` must equal width * height * 3.

@@ -1069,17 +1069,6 @@ TEST(ImageDecoderTest, ProbeRejectsWhatDecodeRejectsWithTheSameMessage) {
     ASSERT_EQ(decoded.code(), absl::StatusCode::kInvalidArgument) << decoded;
     EXPECT_EQ(decoder->ProbeEncoded(bytes).status(), decoded);
   }
-  std::vector<float> out = Output(*decoder);
-  for (const auto& [w, h] : {std::pair{0, 5}, std::pair{400, 300}}) {
-    const absl::Status from_rgb = decoder->FromRgb(
-        std::string(static_cast<size_t>(w) * h * 3, '\0'), w, h, out.data());
-    EXPECT_EQ(decoder->ProbeRgb(w, h).status(), from_rgb);
-  }
-  const auto rgb = decoder->ProbeRgb(300, 200);
-  ASSERT_TRUE(rgb.ok());
-  EXPECT_EQ(rgb->info.format, ImageFormat::kRawRgb);
-  EXPECT_EQ(rgb->work_pixels, 300u * 200);
-  EXPECT_LT(rgb->peak_bytes, 64u << 10);
 }
 
 // Smooth shading, a few edges and fine texture: JPEG q90 4:2:0 gives ~2
