@@ -80,6 +80,14 @@ void SetDeadlineAfter(grpc::ClientContext* context, int64_t timeout_ms) {
                         std::chrono::milliseconds(timeout_ms));
 }
 
+void SetDeadline(grpc::ClientContext* context,
+                 std::chrono::steady_clock::time_point deadline) {
+  context->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          deadline - std::chrono::steady_clock::now()));
+}
+
 absl::Status ToAbslStatus(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       status.error_message());

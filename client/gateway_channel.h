@@ -1,7 +1,8 @@
 // How edge-client reaches the gateway: the channel (target, credentials,
 // reconnect policy), per-call deadlines, and the mapping of gRPC outcomes to
-// absl::Status so the commands handle one error type. Stateless functions;
-// the returned channel is thread-safe (gRPC channels are).
+// absl::Status so the commands handle one error type. edge-loadtest uses
+// the deadlines and the code names too. Stateless functions; the returned
+// channel is thread-safe (gRPC channels are).
 #ifndef EDGE_CLIENT_GATEWAY_CHANNEL_H_
 #define EDGE_CLIENT_GATEWAY_CHANNEL_H_
 
@@ -46,6 +47,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateGatewayChannel(
 
 // Sets `context`'s deadline to now + timeout_ms.
 void SetDeadlineAfter(grpc::ClientContext* context, int64_t timeout_ms);
+
+// Sets `context`'s deadline to `deadline`, a time on the steady clock (the
+// one clients schedule frames on; gRPC takes the system clock).
+void SetDeadline(grpc::ClientContext* context,
+                 std::chrono::steady_clock::time_point deadline);
 
 // The same code and message as an absl::Status (the codes are identical).
 absl::Status ToAbslStatus(const grpc::Status& status);

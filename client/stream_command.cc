@@ -10,19 +10,12 @@
 // cannot hang the client.
 //
 // A stream the gateway ends UNAVAILABLE while frames are due or unanswered
-// is reopened, as a camera would: that is how the gateway ends a stream
-// older than its max_stream_age_ms, after answering every frame it read
-// ("the stream reached its maximum age ..."), and how a stream ends whose
-// connection broke. The unanswered frames (those written after the
-// gateway's last read) are sent again on the new stream, their latency
-// still running from their due time, and the schedule goes on; a frame
-// that was answered is never sent again. Only a stream that got somewhere
-// (a frame sent or answered) is reopened, so an unreachable gateway fails
-// at once. The summary counts the reopened streams and the statuses that
-// ended them; other ends of a stream end the session. A stream that ends
-// UNAVAILABLE when every frame was sent and answered (the gateway's age
-// limit came just before the client's half-close) lost nothing: the
-// session succeeds.
+// (older than its max_stream_age_ms, or its connection broke) is reopened,
+// as a camera would, by client/stream_reopen.h's rule: the unanswered
+// frames are sent again on the new stream, their latency still running from
+// their due time, and the schedule goes on. The summary counts the reopened
+// streams and the statuses that ended them; other ends of a stream end the
+// session.
 //
 // Latency runs from a frame's due time to its answer. The two differ only
 // when gRPC flow control holds the writer back, and that wait is the
@@ -48,6 +41,7 @@
 #include "client/commands.h"
 #include "client/image_files.h"
 #include "client/output.h"
+#include "client/stream_reopen.h"
 #include "common/status_macros.h"
 #include "proto/gateway.grpc.pb.h"
 
@@ -116,9 +110,9 @@ class StreamSession {
   absl::flat_hash_map<std::string, Pending> pending_ ABSL_GUARDED_BY(mu_);
 
   // Written by the sender only (the calling thread).
-  int64_t next_ = 0;  // the next frame of the schedule to send
-  int64_t sent_ = 0;  // frames of the schedule sent (resends not counted)
-  int64_t reopened_ = 0;
+  int64_t next_ = 0;      // the next frame of the schedule to send
+  int64_t sent_ = 0;      // frames of the schedule sent (resends not counted)
+  int64_t reopened_ = 0;  // Set once the last stream has ended.
   // "CODE: message" of each status that ended a reopened stream -> count.
   std::map<std::string, int64_t> reopened_by_;
   Clock::duration max_send_lag_{};
@@ -130,10 +124,6 @@ class StreamSession {
   std::vector<double> latencies_ms_;
 };
 
-// Reopening stops after this many reopens: a gateway that keeps ending
-// streams is failing, not rotating connections.
-constexpr int kMaxReopens = 100;
-
 int StreamSession::Run() {
   // Enough for the schedule and then one unary timeout for the last answers.
   const auto budget = std::chrono::duration<double>(frames_ / options_.fps) +
@@ -141,13 +131,12 @@ int StreamSession::Run() {
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline =
       start + std::chrono::duration_cast<Clock::duration>(budget);
+  StreamReopenRule reopen(deadline);
   absl::Status status;
-  for (int stream_number = 0;; ++stream_number) {
+  StreamEnd end;
+  for (;;) {
     grpc::ClientContext context;
-    context.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            deadline - Clock::now()));
+    SetDeadline(&context, deadline);
     std::unique_ptr<Stream> stream = stub_.ClassifyStream(&context);
     const int64_t sent_before = sent_, answered_before = answered_;
     std::thread reader([this, &stream] { ReadAnswers(*stream); });
@@ -155,30 +144,23 @@ int StreamSession::Run() {
     stream->WritesDone();
     reader.join();
     status = ToAbslStatus(stream->Finish());
-    const bool progressed = sent_ > sent_before || answered_ > answered_before;
-    bool unfinished = !sent_all;
+    end.code = status.code();
+    end.progressed = sent_ > sent_before || answered_ > answered_before;
     {
       absl::MutexLock lock(&mu_);
-      unfinished = unfinished || !pending_.empty();
+      end.unfinished = !sent_all || !pending_.empty();
     }
-    if (!absl::IsUnavailable(status) || !unfinished || !progressed ||
-        Clock::now() >= deadline || stream_number >= kMaxReopens) {
-      break;
-    }
-    ++reopened_;
+    if (!reopen.ShouldReopen(end, Clock::now())) break;
     ++reopened_by_[absl::StrCat(StatusCodeName(status.raw_code()), ": ",
                                 status.message())];
-    // A pause, so that a gateway refusing every stream (shutting down) is
-    // not hammered; frames due meanwhile go out late, their latency
-    // counting from their due time.
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(StreamReopenRule::kReopenPause);
   }
+  reopened_ = reopen.reopens();
   PrintLine(SummaryJson(status, Clock::now() - start));
 
   absl::MutexLock lock(&mu_);
   const bool complete = sent_ == frames_ && pending_.empty();
-  const bool ended_well = status.ok() || absl::IsUnavailable(status);
-  return ended_well && complete ? kExitOk : kExitFailed;
+  return StreamReopenRule::EndedWell(end) && complete ? kExitOk : kExitFailed;
 }
 
 ClassifyRequest StreamSession::Request(int64_t frame) const {
@@ -193,13 +175,14 @@ ClassifyRequest StreamSession::Request(int64_t frame) const {
 }
 
 bool StreamSession::Resend(Stream& stream) {
-  std::vector<int64_t> frames;
+  std::vector<int64_t> unanswered;
   {
     absl::MutexLock lock(&mu_);
-    for (const auto& [id, pending] : pending_) frames.push_back(pending.frame);
+    for (const auto& [id, pending] : pending_) {
+      unanswered.push_back(pending.frame);
+    }
   }
-  std::sort(frames.begin(), frames.end());
-  for (int64_t frame : frames) {
+  for (int64_t frame : StreamReopenRule::FramesToResend(unanswered)) {
     if (!stream.Write(Request(frame))) return false;
   }
   return true;

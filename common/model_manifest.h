@@ -79,6 +79,11 @@ struct ModelConfig {
   // the decimal the manifest wrote (1.1, not float 1.10000002), and capped at
   // T, which routes the same: an expert gets at most one slot per token.
   int expert_capacity() const;
+  // The routing as the gateway reports it (GetModelInfo, the
+  // edge_gateway_model_info metric): "image" or "token" as the manifest
+  // spells it, or "dense" for a model without MoE layers, whose moe.routing
+  // routes nothing.
+  const char* routing_name() const;
 };
 
 struct TensorInfo {

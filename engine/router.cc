@@ -3,22 +3,9 @@
 #include <algorithm>
 #include <numeric>
 
+#include "engine/top_k.h"
+
 namespace edge {
-namespace {
-
-// Indices of the k largest values, largest first; ties go to the lower
-// index, as docs/model-spec.md requires (and torch.topk does not promise).
-void TopK(const float* values, int n, int k, std::vector<int>* order) {
-  order->resize(n);
-  std::iota(order->begin(), order->end(), 0);
-  std::partial_sort(
-      order->begin(), order->begin() + k, order->end(), [values](int a, int b) {
-        return values[a] > values[b] || (values[a] == values[b] && a < b);
-      });
-  order->resize(k);
-}
-
-}  // namespace
 
 std::vector<ExpertChoice> RouteImage(const float* probs, int num_experts, int k,
                                      bool renormalize) {

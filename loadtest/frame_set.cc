@@ -1,54 +1,38 @@
 #include "loadtest/frame_set.h"
 
-#include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
+#include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "client/image_files.h"
 #include "loadtest/synthetic_scene.h"
 
 namespace edge::loadtest {
 namespace {
 
-namespace fs = std::filesystem;
-
-bool IsImageFile(const fs::path& path) {
-  const std::string ext = absl::AsciiStrToLower(path.extension().string());
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
-}
-
+// The files of `dir` that edge-client's stream command would send, in the
+// same order; the errors name --frames_dir.
 absl::StatusOr<std::vector<Frame>> LoadFrameFiles(const std::string& dir) {
   std::error_code error;
-  if (!fs::is_directory(dir, error)) {
+  if (!std::filesystem::is_directory(dir, error)) {
     return absl::NotFoundError(
         absl::StrCat("--frames_dir '", dir, "' is not a directory"));
   }
-  std::vector<fs::path> paths;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
-    if (entry.is_regular_file() && IsImageFile(entry.path())) {
-      paths.push_back(entry.path());
-    }
-  }
-  if (error || paths.empty()) {
+  absl::StatusOr<std::vector<std::string>> paths = client::ListImageFiles(dir);
+  if (!paths.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--frames_dir '", dir, "' has no readable .jpg/.jpeg/.png files"));
   }
-  std::sort(paths.begin(), paths.end());
   std::vector<Frame> frames;
-  for (const fs::path& path : paths) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    if (!in) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot read ", path.string()));
+  for (const std::string& path : *paths) {
+    absl::StatusOr<std::string> bytes = client::ReadFileBytes(path);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
     }
     Frame frame;
-    frame.name = path.filename().string();
-    frame.image.set_encoded(std::move(bytes).str());
+    frame.name = std::filesystem::path(path).filename().string();
+    frame.image.set_encoded(*std::move(bytes));
     frames.push_back(std::move(frame));
   }
   return frames;

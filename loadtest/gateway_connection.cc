@@ -54,10 +54,4 @@ absl::StatusOr<gateway::v1::ModelInfo> FetchModelInfo(
   return info;
 }
 
-std::string StatusCodeName(int code) {
-  std::string name =
-      absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
-  return name.empty() ? absl::StrCat("CODE_", code) : name;
-}
-
 }  // namespace edge::loadtest

@@ -3,7 +3,7 @@
 // share a connection, and sharing one would put every client behind a
 // single HTTP/2 flow-control window), connected before the clock starts so
 // that connection set-up is not measured as latency. Also the GetModelInfo
-// call a run starts with, and gRPC code names for the report.
+// call a run starts with.
 //
 // Stateless functions; gRPC channels are thread-safe.
 #ifndef EDGE_LOADTEST_GATEWAY_CONNECTION_H_
@@ -35,9 +35,6 @@ absl::Status WaitForChannels(
 absl::StatusOr<gateway::v1::ModelInfo> FetchModelInfo(
     const std::shared_ptr<grpc::Channel>& channel, const std::string& target,
     int64_t timeout_ms);
-
-// "OK", "UNAVAILABLE", ... for codes 0..16, "CODE_<n>" otherwise.
-std::string StatusCodeName(int code);
 
 }  // namespace edge::loadtest
 

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "loadtest/gateway_connection.h"
+#include "client/gateway_channel.h"
 
 namespace edge::loadtest {
 namespace {
@@ -45,7 +45,7 @@ void CountOutcomes(const DriverResult& driver, LoadReport* report) {
       ++report->answered_ok;
     } else {
       ++report->answered_error;
-      ++report->errors_by_code[StatusCodeName(r.code)];
+      ++report->errors_by_code[client::StatusCodeName(r.code)];
     }
   }
   report->stream_failures = driver.stream_failures;

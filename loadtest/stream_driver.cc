@@ -4,8 +4,9 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "client/gateway_channel.h"
+#include "client/stream_reopen.h"
 #include "common/random.h"
-#include "loadtest/gateway_connection.h"
 #include "loadtest/load_drivers.h"
 #include "proto/gateway.grpc.pb.h"
 
@@ -21,16 +22,11 @@ using Stream = grpc::ClientReaderWriter<ClassifyRequest, ClassifyResponse>;
 // the counter it alone writes until it is joined.
 //
 // A stream the server ends UNAVAILABLE while frames are due or unanswered
-// (the gateway's max_stream_age_ms: every frame it read is answered, then
-// "the stream reached its maximum age ..."; or a broken connection) is
-// reopened, as a camera would: the unanswered frames are sent again on the
-// new stream (their latency still runs from their due time) and the
-// schedule continues; an answered frame is never sent again. Only a stream
-// that got somewhere (a frame sent or answered) is reopened, so an
-// unreachable gateway fails at once. Other ends are reported as stream
-// failures, except an UNAVAILABLE one that left nothing unsent or
-// unanswered (the age limit came just before the half-close): it lost
-// nothing.
+// (the gateway's max_stream_age_ms, or a broken connection) is reopened, as
+// a camera would, by client/stream_reopen.h's rule: the unanswered frames
+// are sent again on the new stream (their latency still runs from their due
+// time) and the schedule continues. Other ends are reported as stream
+// failures, except an UNAVAILABLE one that lost nothing.
 class CameraSession {
  public:
   CameraSession(const LoadContext& context, int camera)
@@ -70,10 +66,6 @@ class CameraSession {
   std::chrono::duration<double> phase_{0};  // first frame's offset
 };
 
-// Reopening stops after this many streams: a server that keeps ending
-// streams at once is failing, not rotating connections.
-constexpr int kMaxReopens = 100;
-
 void CameraSession::Run() {
   const LoadTestOptions& options = *context_.options;
   // The schedule, then one timeout for the last answers, then a second for
@@ -87,37 +79,27 @@ void CameraSession::Run() {
       gateway::v1::InferenceGateway::NewStub(context_.channels[camera_]);
   std::mt19937_64 rng = MakeClientRng(options.seed, camera_);
   phase_ = std::chrono::duration<double>(1 / options.fps) * UnitInterval(rng);
+  client::StreamReopenRule reopen(deadline);
+  client::StreamEnd end;
   int64_t next = 0;
-  for (int stream_number = 0;; ++stream_number) {
+  for (;;) {
     grpc::ClientContext call;
-    call.set_deadline(
-        std::chrono::system_clock::now() +
-        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-            deadline - Clock::now()));
+    client::SetDeadline(&call, deadline);
     std::unique_ptr<Stream> stream = stub->ClassifyStream(&call);
     const int64_t next_before = next, answers_before = answers_;
     std::thread reader([this, &stream] { ReadAnswers(*stream); });
     const bool sent_all = Resend(*stream) && SendFrames(*stream, &next, rng);
     stream->WritesDone();
     reader.join();
-    const grpc::Status status = stream->Finish();
-    const bool unfinished = !sent_all || !log_.InFlight().empty();
-    const bool progressed = next > next_before || answers_ > answers_before;
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && unfinished &&
-        progressed && Clock::now() < deadline && stream_number < kMaxReopens) {
-      ++reopened_;
-      // A pause, so that a server refusing every stream (shutting down) is
-      // not hammered; frames due meanwhile go out late, their latency
-      // counting from their due time.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      continue;
-    }
-    const bool lost_nothing =
-        status.error_code() == grpc::StatusCode::UNAVAILABLE && !unfinished;
-    if (!status.ok() && !lost_nothing) {
-      failure_ = StatusCodeName(status.error_code());
-    }
-    break;
+    end.code = client::ToAbslStatus(stream->Finish()).code();
+    end.unfinished = !sent_all || !log_.InFlight().empty();
+    end.progressed = next > next_before || answers_ > answers_before;
+    if (!reopen.ShouldReopen(end, Clock::now())) break;
+    std::this_thread::sleep_for(client::StreamReopenRule::kReopenPause);
+  }
+  reopened_ = reopen.reopens();
+  if (!client::StreamReopenRule::EndedWell(end)) {
+    failure_ = client::StatusCodeName(static_cast<int>(end.code));
   }
 }
 
@@ -128,7 +110,8 @@ Clock::time_point CameraSession::ScheduleEnd() const {
 }
 
 bool CameraSession::Resend(Stream& stream) {
-  for (int64_t index : log_.InFlight()) {
+  for (int64_t index :
+       client::StreamReopenRule::FramesToResend(log_.InFlight())) {
     if (!stream.Write(
             MakeRequest(context_, camera_, log_.Scene(index), index))) {
       return false;

@@ -46,9 +46,7 @@ gateway::v1::ModelInfo MakeModelInfo(const VmoeEngine& engine,
   info.set_num_classes(c.num_classes);
   info.set_num_experts_total(static_cast<int>(c.moe.layers.size()) *
                              c.moe.num_experts);
-  info.set_routing(c.moe.layers.empty()               ? ""
-                   : c.moe.routing == Routing::kImage ? "image"
-                                                      : "token");
+  info.set_routing(c.routing_name());
   info.set_expert_cache_budget_bytes(budget);
   info.set_max_batch_size(max_batch_size);
   return info;

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "engine/top_k.h"
 
 namespace edge {
 
@@ -43,20 +43,18 @@ std::string Mib(uint64_t bytes) {
                       " MiB");
 }
 
-// Softmax probabilities of the `k` largest logits, highest first.
+// Softmax probabilities of the `k` largest logits, highest first (equal
+// logits: lower class index first).
 void FillTop(const std::vector<float>& logits,
              const std::vector<std::string>& labels, uint32_t k,
              ClassifyResponse* out) {
   const float max = *std::max_element(logits.begin(), logits.end());
   double sum = 0;
   for (float l : logits) sum += std::exp(static_cast<double>(l - max));
-  std::vector<int> order(logits.size());
-  std::iota(order.begin(), order.end(), 0);
   k = std::min<uint32_t>(k, logits.size());
-  std::partial_sort(
-      order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
-        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-      });
+  std::vector<int> order;
+  TopK(logits.data(), static_cast<int>(logits.size()), static_cast<int>(k),
+       &order);
   for (uint32_t i = 0; i < k; ++i) {
     auto* top = out->add_top();
     top->set_index(order[i]);

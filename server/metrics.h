@@ -210,7 +210,8 @@ struct GatewayMetricsOptions {
   int http_threads = 2;
 
   // edge_gateway_model_info's labels: the manifest's name, its precision
-  // ("float32", "bf16", "int8") and routing ("image", "token").
+  // ("float32", "bf16", "int8") and routing (ModelConfig::routing_name():
+  // "image", "token" or "dense").
   std::string model_name;
   std::string precision;
   std::string routing;

@@ -214,4 +214,9 @@ int ModelConfig::expert_capacity() const {
                                             moe.capacity_factor, num_tokens()));
 }
 
+const char* ModelConfig::routing_name() const {
+  if (moe.layers.empty()) return "dense";
+  return moe.routing == Routing::kImage ? "image" : "token";
+}
+
 }  // namespace edge

@@ -622,6 +622,18 @@ TEST(ExpertCapacityTest, FollowsModelSpec) {
   EXPECT_EQ(dense.expert_capacity(), 0);
 }
 
+// The spelling GetModelInfo and the edge_gateway_model_info metric show.
+TEST(RoutingNameTest, ImageTokenOrDense) {
+  ModelConfig c = TokenRouted(8, 4, false, 1, 2, 1.0f);
+  EXPECT_STREQ(c.routing_name(), "token");
+  c.moe.routing = Routing::kImage;
+  EXPECT_STREQ(c.routing_name(), "image");
+  c.moe = MoeSpec();  // No MoE layers, whatever moe.routing says.
+  EXPECT_STREQ(c.routing_name(), "dense");
+  c.moe.routing = Routing::kToken;
+  EXPECT_STREQ(c.routing_name(), "dense");
+}
+
 TEST(ExpertCapacityTest, IsExactDespiteFloatRounding) {
   // T = 9 patches + class token = 10. 1.1f is 1.10000002, so a float or
   // double product gives 1.0000000216 and ceil would say 2; exactly it is 1.

@@ -352,6 +352,21 @@ TEST_F(GatewayTest, MetricsPassPromtoolAndCountersMove) {
       << promtool;
 }
 
+// Both say the routing the same way (ModelConfig::routing_name()).
+TEST_F(GatewayTest, ModelInfoAndMetricNameTheRoutingAlike) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  gateway::v1::ModelInfo info;
+  ASSERT_TRUE(
+      stub_->GetModelInfo(&ctx, gateway::v1::GetModelInfoRequest(), &info)
+          .ok());
+  EXPECT_EQ(info.routing(), "image");
+  EXPECT_EQ(MetricValue(Metrics(), "edge_gateway_model_info",
+                        "routing=\"" + info.routing() + "\""),
+            1);
+}
+
 // Issue 13's overload case: 100 served calls, then 300 refused ones
 // (INVALID_ARGUMENT at admission, in microseconds). The served latency
 // figures (code="OK") stay those of the 100 served calls, as the server
