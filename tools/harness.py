@@ -1,4 +1,7 @@
-"""Helpers shared by the deploy.* test drivers (Python 3 standard library).
+"""Drives the real gateway from Python: starts and stops edge_gateway, runs
+edge-loadtest and other commands, generates the gRPC stubs, checks. Shared
+by the Python tests (tests/deploy, tests/client, tests/server) and the load
+runs of tools/bench; Python 3 standard library only.
 
 A failed check raises TestFailure; each driver's main() turns it into a
 "FAIL: ..." line and exit status 1. Processes started here are always
@@ -6,12 +9,14 @@ stopped by the caller's `finally` (stop_process), so a failing test leaves
 nothing running.
 """
 
+import importlib.util
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +113,28 @@ def run_loadtest(binary, flags, timeout_s, echo_stdout=True):
                      timeout_s=timeout_s, echo_stdout=echo_stdout)
         check(result.returncode == 0, f"loadtest failed: {result.stderr}")
         return json.loads(Path(out.name).read_text())
+
+
+def load_gateway_stubs(proto, out_dir):
+    """Generates the Python stubs of `proto` (proto/gateway.proto) into
+    out_dir with grpc_tools.protoc (Debian's python3-grpc-tools) and imports
+    them; returns (gateway_pb2, gateway_pb2_grpc). Both are registered under
+    their top-level names, the name by which gateway_pb2_grpc imports
+    gateway_pb2."""
+    proto = Path(proto).resolve()
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}",
+         f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", str(proto)],
+        check=True)
+    modules = []
+    for name in (f"{proto.stem}_pb2", f"{proto.stem}_pb2_grpc"):
+        spec = importlib.util.spec_from_file_location(name,
+                                                      Path(out_dir) / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return tuple(modules)
 
 
 def main_wrapper(body):

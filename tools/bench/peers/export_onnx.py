@@ -1,17 +1,16 @@
-#!/usr/bin/python3
 """ONNX export of a model directory, for the ONNX Runtime peer.
 
-  /usr/bin/python3 tools/peers/export_onnx.py --model DIR --out OUT_DIR \\
+  /usr/bin/python3 -m tools.bench.peers.export_onnx --model DIR --out OUT_DIR \\
       [--config CFG.json] [--verify_images 4] [--seed 1]
 
 With --config, a model directory DIR that does not exist yet is first
-exported from CFG.json with random weights, as `tools/export_model.py
+exported from CFG.json with random weights, as `tools.model.export_model
 --random-seed 1` does (in this process, to save a second torch start-up).
 
 Writes OUT_DIR/model.onnx (float32 images [B, 3, S, S] -> logits [B, C], B
 dynamic, opset 17), and the data ort_bench.js checks ONNX Runtime with before
 timing it: OUT_DIR/verify_input.npy (random normal images) and
-OUT_DIR/verify_logits.npy (tools/vmoe_reference.py's VisionMoE on them, the
+OUT_DIR/verify_logits.npy (tools/model/vmoe_reference.py's VisionMoE on them, the
 spec in executable form). Prints one JSON line: the export module's own max
 |logit difference| from the reference in PyTorch.
 
@@ -35,11 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-TOOLS = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TOOLS))
-import export_model as model_exporter  # noqa: E402
-from reference_run import load_reference  # noqa: E402
-from vmoe_reference import MoeLayer, VisionMoE  # noqa: E402
+from tools.model import export_model as model_exporter
+from tools.model.reference_run import load_reference
+from tools.model.vmoe_reference import MoeLayer, VisionMoE
 
 # The export's own opset: 17 has LayerNormalization as one op (ONNX Runtime
 # runs it as one kernel); GELU stays the Erf form, which ONNX Runtime's
@@ -150,7 +147,7 @@ def export(model_dir: Path, out_dir: Path, count: int, seed: int) -> dict:
 
 
 def export_random_model(config_file: Path, model_dir: Path, seed: int = 1):
-    """tools/export_model.py --config CONFIG --random-seed SEED --out DIR."""
+    """tools.model.export_model --config CONFIG --random-seed SEED --out DIR."""
     cfg = model_exporter.load_config(config_file)
     state_dict = model_exporter.random_state_dict(
         model_exporter.model_config(cfg), seed)
@@ -160,7 +157,7 @@ def export_random_model(config_file: Path, model_dir: Path, seed: int = 1):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True,
-                        help="model directory (tools/export_model.py)")
+                        help="model directory (tools.model.export_model)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path,
                         help="export --model from this config if it is absent")

@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """The PyTorch reference behind engine_run's command line.
 
-  /usr/bin/python3 tools/reference_run.py --model DIR --input X.npy \\
+  /usr/bin/python3 -m tools.model.reference_run --model DIR --input X.npy \\
       --output Y.npy --experts E.json
 
 Same contract as the C++ `engine_run`: reads a model directory
@@ -30,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_format import float32_state_dict, load_model_dir  # noqa: E402
-from vmoe_reference import ImageRouting, ModelConfig, VisionMoE  # noqa: E402
+from tools.model.model_format import float32_state_dict, load_model_dir
+from tools.model.vmoe_reference import ImageRouting, ModelConfig, VisionMoE
 
 
 def load_reference(model_dir: Path) -> VisionMoE:

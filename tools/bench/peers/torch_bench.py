@@ -1,7 +1,6 @@
-#!/usr/bin/python3
-"""The PyTorch eager peer of tools/benchmark_peers.py.
+"""The PyTorch eager peer of tools/bench/benchmark_peers.py.
 
-  /usr/bin/python3 tools/peers/torch_bench.py --model DIR --verify_dir VDIR \\
+  /usr/bin/python3 -m tools.bench.peers.torch_bench --model DIR --verify_dir VDIR \\
       [--variants onednn,stock] [--batches 1,16] [--seconds 10] [--threads 2]
 
 Runs the model directory's weights in PyTorch eager mode (torch.inference_mode,
@@ -20,7 +19,7 @@ one after the other in this process (one torch start-up):
            PyTorch we can run here. The attention einsums still use the BLAS.
 
 Before timing, checks the logits against the reference VisionMoE's on
-tools/peers/export_onnx.py's verification images (VDIR) and stops with exit
+peers/export_onnx.py's verification images (VDIR) and stops with exit
 status 1 if the largest |difference| reaches --tolerance. Prints a JSON list
 on stdout: per variant, an object shaped as ort_bench.js's.
 """
@@ -36,10 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TOOLS = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(TOOLS))
-from reference_run import load_reference  # noqa: E402
-from vmoe_reference import forward_train, use_onednn_linears  # noqa: E402
+from tools.model.reference_run import load_reference
+from tools.model.vmoe_reference import forward_train, use_onednn_linears
 
 DISTINCT_BATCHES = 8   # as engine_bench: routing varies from batch to batch.
 MAX_WARMUP_BATCHES = 3  # engine_bench's --warmup_batches default.

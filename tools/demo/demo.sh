@@ -3,15 +3,15 @@
 # on the default model, classifies the sample images with edge-client so you
 # see real answers, then keeps serving until Ctrl-C (SIGINT/SIGTERM drain it).
 #
-#   tools/demo.sh MODEL_DIR [--once]
+#   tools/demo/demo.sh MODEL_DIR [--once]
 #
 # --once stops the gateway after the samples (used by the demo smoke test).
 # EDGE_DEMO_ADDR (default 127.0.0.1:50051) and EDGE_DEMO_METRICS (default
 # 127.0.0.1:9464) choose the ports; BUILD the build directory.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
-model=${1:?usage: tools/demo.sh MODEL_DIR [--once]}
+model=${1:?usage: tools/demo/demo.sh MODEL_DIR [--once]}
 once=${2:-}
 build=${BUILD:-build}
 addr=${EDGE_DEMO_ADDR:-127.0.0.1:50051}
@@ -45,12 +45,12 @@ fi
 
 echo
 echo "== model"
-"$client" info --target "$addr" | /usr/bin/python3 tools/demo_format.py info
+"$client" info --target "$addr" | /usr/bin/python3 -m tools.demo.client_output info
 
 echo
 echo "== classifying models/samples/*.png (file name = true label)"
 "$client" classify --target "$addr" --top_k 1 models/samples/*.png |
-  /usr/bin/python3 tools/demo_format.py classify
+  /usr/bin/python3 -m tools.demo.client_output classify
 
 echo
 echo "The gateway is serving on $addr (gRPC) and http://$metrics/metrics."

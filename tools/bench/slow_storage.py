@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A read-only FUSE mirror of a directory whose reads are slowed down like
 slower storage than this machine's disk: each read request waits
 --latency_ms (requests in parallel wait in parallel, like a network or
@@ -9,15 +8,15 @@ Why: on this project's VM a cold 8.4 MB expert file reads in about 7 ms,
 so expert loads are bound by memory and CPU, not by I/O, and prefetch has
 no I/O wait to hide. Edge boxes keep models on eMMC, SD cards or network
 storage; this emulates those with the kernel's real page cache and mmap
-path (FUSE), for tools/cache_load_runs.py --storage_latency_ms.
+path (FUSE), for tools/bench/cache_load_runs.py --storage_latency_ms.
 
 The mirror is mounted with `kernel_cache`: the page cache keeps a file's
 pages across opens, as with a real disk (the gateway's read-ahead opens an
 expert file, asks for its pages and closes it; the loader opens it again).
 To make loads cold, drop the mirror files' pages (posix_fadvise DONTNEED),
-as tools/cache_load_runs.py does.
+as tools/bench/cache_load_runs.py does.
 
-  /usr/bin/python3 tools/slow_storage.py SOURCE MOUNTPOINT --latency_ms 2
+  /usr/bin/python3 -m tools.bench.slow_storage SOURCE MOUNTPOINT --latency_ms 2
   (runs in the foreground until unmounted: umount MOUNTPOINT as root, or
   fusermount -u MOUNTPOINT where installed)
 

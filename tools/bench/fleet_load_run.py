@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """The camera-fleet acceptance run of the speed issue, in one go: the gateway
 through gRPC against the engine alone, on the same model and machine.
 
@@ -15,23 +14,20 @@ writes everything as JSON with --json_out. P99 over a 20 s window of a few
 dozen frames per second is noisy, so --half_load_runs repeats the half-load
 run and judges the median P99.
 
-  /usr/bin/python3 tools/fleet_load_run.py --model_dir models/vmoe-tiny-224-random
+  /usr/bin/python3 -m tools.bench.fleet_load_run --model_dir models/vmoe-tiny-224-random
 """
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "deploy"))
-import deploy_testing as dt  # noqa: E402  (gateway launcher shared with tests)
+from tools import REPO, harness
 
 
 def loadtest(args, port, metrics_port, fps):
     """One edge-loadtest stream run; returns its JSON report."""
-    return dt.run_loadtest(
+    return harness.run_loadtest(
         args.build / "loadtest/edge-loadtest",
         ["--mode", "stream", "--cameras", args.cameras, "--fps", f"{fps:.3f}",
          "--duration_s", args.duration_s, "--warmup_s", args.warmup_s,
@@ -50,8 +46,8 @@ def engine_bench(args, batch):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model_dir", type=Path,
-                   default=ROOT / "models/vmoe-tiny-224-random")
-    p.add_argument("--build", type=Path, default=ROOT / "build")
+                   default=REPO / "models/vmoe-tiny-224-random")
+    p.add_argument("--build", type=Path, default=REPO / "build")
     p.add_argument("--cameras", type=int, default=32)
     p.add_argument("--saturation_fps", type=float, default=4.5,
                    help="per camera; 32 x 4.5 = 144 frames/s")
@@ -66,7 +62,7 @@ def main():
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port, mport = dt.start_gateway(
+        proc, port, mport = harness.start_gateway(
             args.build / "server/edge_gateway", args.model_dir,
             Path(tmp) / "gateway.log", args.gateway_flag, timeout_s=120,
             omp_threads=None)
@@ -77,7 +73,7 @@ def main():
             halves = [loadtest(args, port, mport, half_fps)
                       for _ in range(args.half_load_runs)]
         finally:
-            dt.stop_process(proc)
+            harness.stop_process(proc)
     batch = max(1, round(saturated["server"]["mean_batch_size"]))
     engine_at_batch = engine_bench(args, batch)
     engine_b1 = engine_bench(args, 1)

@@ -1,10 +1,10 @@
-#!/usr/bin/python3
 """Exports a V-MoE model directory (docs/model-format.md) for the gateway.
 
-  /usr/bin/python3 tools/export_model.py --config tools/configs/vmoe-tiny-224.json \\
+  /usr/bin/python3 -m tools.model.export_model \\
+      --config tools/model/configs/vmoe-tiny-224.json \\
       --random-seed 1 --out models/vmoe-tiny-224-random
-  /usr/bin/python3 tools/export_model.py --config CFG.json --weights W.pt --out DIR
-  /usr/bin/python3 tools/export_model.py --from-model DIR --expert-dtype int8 --out DIR8
+  /usr/bin/python3 -m tools.model.export_model --config CFG.json --weights W.pt --out DIR
+  /usr/bin/python3 -m tools.model.export_model --from-model DIR --expert-dtype int8 --out DIR8
 
 --expert-dtype stores the expert MLP weights as float32 (default), bfloat16
 (round to nearest even) or int8 with one symmetric scale per output channel
@@ -36,11 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_format import (MANIFEST_FILE, SCALE_SUFFIX,  # noqa: E402
-                          dtype_name, file_for_tensor, float32_state_dict,
-                          load_model_dir, write_safetensors)
-from vmoe_reference import ConfigError, ModelConfig, tensor_shapes  # noqa: E402
+from tools.model.model_format import (MANIFEST_FILE, SCALE_SUFFIX, dtype_name,
+                                      file_for_tensor, float32_state_dict,
+                                      load_model_dir, write_safetensors)
+from tools.model.vmoe_reference import ConfigError, ModelConfig, tensor_shapes
 
 FORMAT_VERSION = 1
 # --expert-dtype value -> the manifest's `precision` (docs/model-format.md).

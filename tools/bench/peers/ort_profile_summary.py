@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Where ONNX Runtime's time goes: a profile of ort_bench.js summed by op type.
 
-  /usr/bin/python3 tools/peers/ort_profile_summary.py PROFILE.json [--top 15]
+  /usr/bin/python3 -m tools.bench.peers.ort_profile_summary PROFILE.json [--top 15]
 
 PROFILE.json is what `ort_bench.js --profile PREFIX` (or
 `benchmark_peers.py --ort_profile`) wrote: ONNX Runtime's Chrome-trace

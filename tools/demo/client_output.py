@@ -1,8 +1,7 @@
-#!/usr/bin/python3
 """Turns edge-client's JSON lines into the demo's readable lines.
 
-  edge-client info ... | demo_format.py info
-  edge-client classify ... | demo_format.py classify
+  edge-client info ... | /usr/bin/python3 -m tools.demo.client_output info
+  edge-client classify ... | /usr/bin/python3 -m tools.demo.client_output classify
 """
 
 import json

@@ -1,4 +1,4 @@
-"""One function per runtime of tools/benchmark_peers.py, each running its tool
+"""One function per runtime of tools/bench/benchmark_peers.py, each running its tool
 as a subprocess (one at a time: the caller never overlaps two) and returning
 its JSON report.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 PYTHON = "/usr/bin/python3"  # Debian's python3-torch belongs to it.
+# ort_bench.js, and node_modules where tools/setup.sh installs
+# onnxruntime-node.
 PEERS = Path(__file__).resolve().parent
-REPO = PEERS.parent.parent
 
 
 class BenchmarkError(RuntimeError):
@@ -35,14 +36,14 @@ class BenchmarkError(RuntimeError):
 class Setup:
     """What every runner needs."""
     build: Path            # CMake build tree (engine_bench, engine_run, ...)
-    node_modules: Path     # where tools/peers/install.sh put onnxruntime-node
+    node_modules: Path     # where peers/install.sh put onnxruntime-node
     threads: int           # every runtime's compute threads
     seconds: float         # measurement time per batch size
     tolerance: float = 1e-3  # max |logit - reference| (docs/model-spec.md)
     # bf16 compute rounds activations to 8 bits of mantissa, so its logits
     # are held only to this fraction of the largest |reference logit|: a
     # sanity check against a broken kernel, not the accuracy figure (that is
-    # tools/precision_report.py's top-1 agreement on 1000 inputs).
+    # tools/model/precision_report.py's top-1 agreement on 1000 inputs).
     bf16_relative_tolerance: float = 0.05
 
 
@@ -78,7 +79,7 @@ def _timeout(setup: Setup, batches: list[int], per_batch_s: float) -> float:
 
 def export_onnx(config: Path, model_dir: Path, onnx_dir: Path,
                 verify_images: int) -> dict:
-    """tools/peers/export_onnx.py: the model directory of `config` (random
+    """peers/export_onnx.py: the model directory of `config` (random
     weights, seed 1) if absent, then its ONNX export; the export is skipped
     when newer than the model and the exporter. Returns its report."""
     stamp = onnx_dir / "export.json"
@@ -87,7 +88,8 @@ def export_onnx(config: Path, model_dir: Path, onnx_dir: Path,
             for s in (model_dir / "manifest.json", PEERS / "export_onnx.py")):
         return json.loads(stamp.read_text())
     done = subprocess.run(
-        [PYTHON, "-W", "ignore", PEERS / "export_onnx.py", "--model", model_dir,
+        [PYTHON, "-W", "ignore", "-m", "tools.bench.peers.export_onnx",
+         "--model", model_dir,
          "--config", config, "--out", onnx_dir,
          "--verify_images", str(verify_images)],
         capture_output=True, text=True, check=False)
@@ -159,7 +161,8 @@ def run_torch(setup: Setup, variants: list[str], model_dir: Path,
     # Debian's stock torch takes ~15 s per batch of 16 vmoe-tiny-224 images
     # on this machine (reference BLAS): allow three such batches and more.
     load = os.getloadavg()[0]
-    reports = run_json([PYTHON, PEERS / "torch_bench.py", "--model", model_dir,
+    reports = run_json([PYTHON, "-m", "tools.bench.peers.torch_bench",
+                        "--model", model_dir,
                         "--verify_dir", onnx_dir,
                         "--variants", ",".join(variants),
                         "--batches", ",".join(map(str, batches)),

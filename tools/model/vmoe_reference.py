@@ -29,7 +29,7 @@ from torch import nn
 # Gate probabilities closer than this may be ordered differently by an engine
 # whose float32 accumulation order differs from PyTorch's (that moves them by
 # ~1e-6); 1e-4 leaves a wide margin and still flags under 1% of decisions for
-# the random models of tools/export_model.py.
+# the random models of tools/model/export_model.py.
 GATE_TIE_THRESHOLD = 1e-4
 # Two tokens whose BPR priorities w_{t,0} are this close may swap places in the
 # priority order.
@@ -506,7 +506,7 @@ class VisionMoE(nn.Module):
 
 
 # ----------------------------------------------------------------------------
-# Training-friendly forward (tools/train_demo.py)
+# Training-friendly forward (tools/demo/train.py)
 # ----------------------------------------------------------------------------
 # The same arithmetic as VisionMoE.forward, batched for training: whole-image
 # routing runs each expert once on all the images that chose it, instead of

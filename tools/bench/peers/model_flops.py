@@ -12,11 +12,7 @@ k experts. Token routing counts every kept assignment at full capacity
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vmoe_reference import ModelConfig  # noqa: E402
+from tools.model.vmoe_reference import ModelConfig
 
 
 def macs_per_image(config: ModelConfig) -> dict[str, int]:

@@ -1,14 +1,15 @@
-#!/usr/bin/python3
 """Accuracy of the engine's reduced-precision modes against its float32 mode
 (MODEL_SPEC "Numerics": max logit difference and top-1 agreement).
 
-  /usr/bin/python3 tools/precision_report.py --engine-run build/engine/engine_run \\
+  /usr/bin/python3 -m tools.model.precision_report \\
+      --engine-run build/engine/engine_run \\
       --model models/vmoe-tiny-224-random --inputs random --count 1000
-  /usr/bin/python3 tools/precision_report.py --engine-run build/engine/engine_run \\
+  /usr/bin/python3 -m tools.model.precision_report \\
+      --engine-run build/engine/engine_run \\
       --model models/fashion-vmoe --inputs fashion-mnist --count 1000
 
 --model is a float32 model directory; its bf16 and int8 expert variants are
-exported next to each other in a temporary directory (tools/export_model.py).
+exported next to each other in a temporary directory (tools.model.export_model).
 Every combination of expert storage (float32, bf16, int8) and engine compute
 dtype (f32, bf16) runs on the same `count` inputs: random normal images
 (seeded), or the first `count` Fashion-MNIST test images, normalised as the
@@ -31,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fashion_mnist  # noqa: E402
-from export_model import (EXPERT_DTYPES, export_model,  # noqa: E402
-                          load_model_source)
+from tools import fashion_mnist
+from tools.model.export_model import (EXPERT_DTYPES, export_model,
+                                      load_model_source)
 
 # (expert storage as --expert-dtype names it, engine --dtype); the first is
 # the baseline.

@@ -1,10 +1,10 @@
-// ort_bench.js: the ONNX Runtime peer of tools/benchmark_peers.py.
+// ort_bench.js: the ONNX Runtime peer of tools/bench/benchmark_peers.py.
 //
 //   node ort_bench.js --model DIR [--batches 1,16] [--seconds 10]
 //       [--threads 2] [--tolerance 1e-3] [--profile PREFIX]
 //
-// DIR is tools/peers/export_onnx.py's output (model.onnx, verify_input.npy,
-// verify_logits.npy). Creates one CPU session (intra-op threads = --threads,
+// DIR is tools/bench/peers/export_onnx.py's output (model.onnx,
+// verify_input.npy, verify_logits.npy). Creates one CPU session (intra-op threads = --threads,
 // inter-op 1, sequential, all graph optimisations), checks its logits
 // against the PyTorch reference's on the verification images, as one batch
 // and the first image alone, and stops with exit status 1 if the largest

@@ -1,10 +1,10 @@
-#!/usr/bin/python3
 """Issue 4's cache acceptance table: the adaptive expert cache against
 fixed-size LRU, LRU at the adaptive cache's peak bytes, S3-FIFO and Belady's
 MIN, on synthetic traces and on any recorded trace given.
 
-  tools/cache_acceptance.py [--build build] [--out_dir out/cache-acceptance]
-      [--trace gateway=recorded.csv ...] [--markdown_out table.md] [--plots]
+  /usr/bin/python3 -m tools.bench.cache_acceptance [--build build]
+      [--out_dir out/cache-acceptance] [--trace gateway=recorded.csv ...]
+      [--markdown_out table.md] [--plots]
 
 Synthetic traces (expert_trace_gen) are sized like vmoe-s32-e32 (MoE
 blocks 5 and 7, 32 experts each, top 2, 8398848-byte float32 experts; or the
@@ -35,7 +35,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tools import REPO
 ALPHAS = ["0.8", "1.0", "1.2"]
 FLEETS = {
     "camera": ["--cameras", "16", "--dwell", "0.9"],

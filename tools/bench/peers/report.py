@@ -1,4 +1,4 @@
-"""Summary and table of tools/benchmark_peers.py: ratios of the engine to each
+"""Summary and table of tools/bench/benchmark_peers.py: ratios of the engine to each
 peer and the fraction of the matmul roofline the engine reaches."""
 
 from __future__ import annotations

@@ -1,29 +1,28 @@
-#!/usr/bin/python3
 """The engine against its peers, in one run, on the same machine and weights.
 
-  /usr/bin/python3 tools/benchmark_peers.py [--models vmoe-tiny-224,vit-tiny-224]
+  /usr/bin/python3 -m tools.bench.benchmark_peers [--models vmoe-tiny-224,vit-tiny-224]
       [--batches 1,16] [--seconds 10] [--rounds 1] [--threads N]
       [--runtimes engine,engine-bf16,onnxruntime,torch-onednn,torch-stock]
       [--json_out FILE] [--quick]
 
-For each model (a name from tools/configs/ or a config path), with the
-random weights of `tools/export_model.py --random-seed 1` (in
+For each model (a name from tools/model/configs/ or a config path), with the
+random weights of `tools.model.export_model --random-seed 1` (in
 models/NAME-random, as BENCHMARKS.md's engine figures), it measures:
 
   engine        build/engine/engine_bench (oneDNN), float32
   engine-bf16   the same with --dtype bf16 (bf16 matmuls, f32 accumulation);
                 its logits are held to 5% of the largest reference logit
   onnxruntime   onnxruntime-node (CPU provider) on an ONNX export in which each
-                image computes only its k experts (tools/peers/export_onnx.py,
+                image computes only its k experts (peers/export_onnx.py,
                 ort_bench.js)
-  torch-onednn  PyTorch eager, nn.Linear through oneDNN (tools/peers/torch_bench.py)
+  torch-onednn  PyTorch eager, nn.Linear through oneDNN (peers/torch_bench.py)
   torch-stock   PyTorch eager as Debian ships it (reference BLAS)
 
 and first the machine's matmul FLOP rate, f32 and bf16
 (build/engine/matmul_roofline). Every runtime uses --threads compute threads
 (default: one per core; ONNX Runtime inter-op 1), runs alone (never two at
 once), excludes its warm-up, and has its logits checked against the PyTorch
-reference (tools/vmoe_reference.py) on the same images before it is timed:
+reference (tools/model/vmoe_reference.py) on the same images before it is timed:
 max |difference| < 1e-3 or the benchmark stops. With --rounds N the sequence
 of runtimes is repeated N times, alternating them, and each figure is the
 best round's. Prints a table per model (images/s, ms per batch mean/P50/P99,
@@ -41,14 +40,13 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-from model_flops import macs_per_image  # noqa: E402
-import report as report_lib  # noqa: E402
-import runners  # noqa: E402
-from vmoe_reference import ModelConfig  # noqa: E402
+from tools import REPO
+from tools.bench.peers import report as report_lib
+from tools.bench.peers import runners
+from tools.bench.peers.model_flops import macs_per_image
+from tools.model import CONFIGS
+from tools.model.vmoe_reference import ModelConfig
 
-REPO = runners.REPO
 ALL_RUNTIMES = ("engine", "engine-bf16", "onnxruntime", "torch-onednn",
                 "torch-stock")
 
@@ -73,7 +71,7 @@ def parse_args(argv):
     parser.add_argument("--work_dir", type=Path, default=None,
                         help="ONNX exports (default BUILD/peers)")
     parser.add_argument("--node_modules", type=Path,
-                        default=REPO / "tools/peers/node_modules")
+                        default=runners.PEERS / "node_modules")
     parser.add_argument("--ort_profile", action="store_true",
                         help="also write ONNX Runtime per-op profiles")
     args = parser.parse_args(argv)
@@ -98,7 +96,7 @@ def cpu_name() -> str:
 
 def config_path(model: str) -> Path:
     path = Path(model)
-    return path if path.suffix == ".json" else REPO / f"tools/configs/{model}.json"
+    return path if path.suffix == ".json" else CONFIGS / f"{model}.json"
 
 
 def measure(unit: str, setup, model_dir, onnx_dir, args) -> list[dict]:

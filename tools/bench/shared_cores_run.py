@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Latency of the real gateway on cores shared with a busy neighbour.
 
 For each engine wait setting (--settings: the gateway's default, OpenMP's
@@ -9,7 +8,7 @@ unpacking next to the gateway would be), sends --frames frames one at a
 time --interval_ms apart with a plain grpcio client, and prints P50/P99 of
 the client-side latency and the gateway's own compute time.
 
-    /usr/bin/python3 tools/shared_cores_run.py --gateway build/server/edge_gateway \\
+    /usr/bin/python3 -m tools.bench.shared_cores_run --gateway build/server/edge_gateway \\
         --model models/fashion-vmoe --model models/vmoe-tiny-224-random
 
 Figures: BENCHMARKS.md, "Shared cores". Loopback only; every process it
@@ -19,7 +18,6 @@ starts is stopped before it exits.
 import argparse
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -27,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SERVING = re.compile(r"serving \S+ on \S+ port (\d+) metrics_port (\d+)")
+from tools import REPO, harness
 
 # name -> (extra gateway flags, extra environment); "spin-N" sets
 # --engine_spin_count=N.
@@ -45,18 +43,6 @@ def setting_of(name):
     return SETTINGS[name]
 
 
-def load_stubs(repo):
-    out = tempfile.mkdtemp(prefix="edge-stubs-")
-    subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{repo / 'proto'}",
-         f"--python_out={out}", f"--grpc_python_out={out}",
-         str(repo / "proto" / "gateway.proto")], check=True)
-    sys.path.insert(0, out)
-    import gateway_pb2  # noqa: E402
-    import gateway_pb2_grpc  # noqa: E402
-    return gateway_pb2, gateway_pb2_grpc
-
-
 def start_gateway(binary, model, flags, env):
     proc = subprocess.Popen(
         [binary, f"--model_dir={model}", "--listen_address=127.0.0.1:0",
@@ -69,7 +55,7 @@ def start_gateway(binary, model, flags, env):
         if not line:
             break
         log += line
-        m = SERVING.search(line)
+        m = harness.SERVING.search(line)
         if m:
             return proc, int(m.group(1))
     proc.kill()
@@ -112,19 +98,19 @@ def measure(pb, pbg, port, frame, frames, interval_ms):
 
 
 def main():
-    repo = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--gateway", default=str(repo / "build/server/edge_gateway"))
+    parser.add_argument("--gateway", default=str(REPO / "build/server/edge_gateway"))
     parser.add_argument("--model", action="append", default=[])
     parser.add_argument("--settings", default="default,openmp-default,passive")
-    parser.add_argument("--frame", default=str(repo / "models/samples/0002-trouser.png"))
+    parser.add_argument("--frame", default=str(REPO / "models/samples/0002-trouser.png"))
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--interval_ms", type=float, default=50)
     parser.add_argument("--neighbour", choices=["busy", "none", "both"], default="both")
     parser.add_argument("--json_out", default="")
     args = parser.parse_args()
-    models = args.model or [str(repo / "models/fashion-vmoe")]
-    pb, pbg = load_stubs(repo)
+    models = args.model or [str(REPO / "models/fashion-vmoe")]
+    pb, pbg = harness.load_gateway_stubs(REPO / "proto" / "gateway.proto",
+                                         tempfile.mkdtemp(prefix="edge-stubs-"))
     frame = Path(args.frame).read_bytes()
     neighbours = ["none", "busy"] if args.neighbour == "both" else [args.neighbour]
     results = []

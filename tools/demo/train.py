@@ -1,9 +1,8 @@
-#!/usr/bin/python3
 """Trains the default model, models/fashion-vmoe: a superclass-guided V-MoE on
 Fashion-MNIST (Mobile V-MoE, Daxberger et al. 2023), and reproduces the
 paper's comparison at this scale.
 
-  /usr/bin/python3 tools/train_demo.py [--seed 0] [--out models/fashion-vmoe]
+  /usr/bin/python3 -m tools.demo.train [--seed 0] [--out models/fashion-vmoe]
 
 One run, deterministic for a given --seed and --threads on a given machine:
 
@@ -18,9 +17,10 @@ One run, deterministic for a given --seed and --threads on a given machine:
              wide, so the same FLOPs per image as the V-MoE's k experts;
   2. measures them on the 10,000 test images (accuracy, expert utilisation,
      expert choice per class);
-  3. exports `guided` with tools/export_model.py, reloads the exported files
-     through tools/vmoe_reference.py (the arithmetic the gateway implements)
-     and measures the test accuracy again: the figure the model card quotes;
+  3. exports `guided` with tools.model.export_model, reloads the exported
+     files through tools.model.vmoe_reference (the arithmetic the gateway
+     implements) and measures the test accuracy again: the figure the model
+     card quotes;
   4. draws models/fashion-vmoe/expert-heatmap.png with gnuplot, writes
      results.json and refreshes the generated sections of the model card
      (README.md, between `<!-- generated:NAME -->` markers; the prose around
@@ -56,14 +56,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TOOLS = Path(__file__).resolve().parent
-REPO = TOOLS.parent
-sys.path.insert(0, str(TOOLS))
-import fashion_mnist  # noqa: E402
-from export_model import export_model  # noqa: E402
-from reference_run import load_reference  # noqa: E402
-from vmoe_reference import (ModelConfig, VisionMoE, forward_train,  # noqa: E402
-                            top_k_choices, use_onednn_linears)
+from tools import REPO, fashion_mnist
+from tools.model.export_model import export_model
+from tools.model.reference_run import load_reference
+from tools.model.vmoe_reference import (ModelConfig, VisionMoE, forward_train,
+                                        top_k_choices, use_onednn_linears)
 
 # ----------------------------------------------------------------------------
 # The model
@@ -331,7 +328,7 @@ def superclass_agreement(counts: np.ndarray, top_k: int) -> list[float]:
 def reference_accuracy(model_dir: Path, images: torch.Tensor,
                        labels: torch.Tensor, batch_size: int = 500) -> dict:
     """Test accuracy of an exported model directory, its files reloaded
-    through tools/vmoe_reference.py's forward() (per-image routing:
+    through tools/model/vmoe_reference.py's forward() (per-image routing:
     docs/model-spec.md's arithmetic as written, which the gateway's engine
     matches)."""
     model = load_reference(model_dir)
@@ -465,7 +462,7 @@ def generated_sections(results: dict) -> dict[str, str]:
     t = results["training"]
     sections["training"] = "\n".join([
         "```",
-        f"/usr/bin/python3 tools/train_demo.py --seed {t['seed']}",
+        f"/usr/bin/python3 -m tools.demo.train --seed {t['seed']}",
         "```",
         "",
         f"AdamW (lr {t['lr']}, weight decay {t['weight_decay']} on matrices, "
@@ -491,7 +488,7 @@ def generated_sections(results: dict) -> dict[str, str]:
     sections["accuracy"] = "\n".join([
         f"**Test accuracy: {pct(ref['accuracy'])}** ({ref['correct']:,} / "
         f"{ref['images']:,} Fashion-MNIST test images), measured by PyTorch on "
-        f"the exported files reloaded through `tools/vmoe_reference.py` "
+        f"the exported files reloaded through `tools/model/vmoe_reference.py` "
         f"(`{ref['near_tie_routing_decisions']}` routing decisions were near "
         f"ties, gates within 1e-4). The gateway gives the same answers: "
         f"`tests/models` (CTest `models.fashion_vmoe_gateway_accuracy`) sends "

@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Writes the first N Fashion-MNIST test images as PNG files for the demo.
 
-  make_samples.py OUT_DIR [N]
+  /usr/bin/python3 -m tools.demo.make_samples OUT_DIR [N]
 
 Files are named NNNN-<label>.png so that a person can check the gateway's
 answers at a glance (NNNN is the test-set index).
@@ -10,9 +9,8 @@ answers at a glance (NNNN is the test-set index).
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fashion_mnist import LABELS, load  # noqa: E402
-from png_writer import write_png  # noqa: E402
+from tools.fashion_mnist import LABELS, load
+from tools.png_writer import write_png
 
 
 def main() -> int:

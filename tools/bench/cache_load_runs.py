@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Load runs that measure the adaptive expert cache through the real gateway
 (issue 4's acceptance figures): prefetch on vs off, warm-up from a usage
 profile vs a cold start, and recording a routing trace for cache_sim.
@@ -7,9 +6,9 @@ Each run starts build/server/edge_gateway on 127.0.0.1 with a bounded cache
 and drives it with build/loadtest/edge-loadtest (camera streams of 640x480
 JPEG scenes), reading the loadtest's JSON report.
 
-  /usr/bin/python3 tools/cache_load_runs.py prefetch --model_dir M --budget_fraction 0.25
-  /usr/bin/python3 tools/cache_load_runs.py warmup   --model_dir M --budget_fraction 0.25
-  /usr/bin/python3 tools/cache_load_runs.py trace    --model_dir M --out trace.csv
+  /usr/bin/python3 -m tools.bench.cache_load_runs prefetch --model_dir M --budget_fraction 0.25
+  /usr/bin/python3 -m tools.bench.cache_load_runs warmup   --model_dir M --budget_fraction 0.25
+  /usr/bin/python3 -m tools.bench.cache_load_runs trace    --model_dir M --out trace.csv
 
 Cold page cache: with --cold, a background thread asks the kernel every
 --evict_period_ms to drop the expert files' pages (posix_fadvise
@@ -17,7 +16,7 @@ DONTNEED, no root needed), as on an edge box whose RAM cannot keep the
 expert files cached; each expert load then reads from the disk.
 
 Slower storage: with --storage_latency_ms and/or --storage_read_mbps the
-gateway reads the model through tools/slow_storage.py, a FUSE mirror of
+gateway reads the model through tools/bench/slow_storage.py, a FUSE mirror of
 --model_dir that delays each read (root and /dev/fuse needed); the mirror's
 expert files are then dropped from the page cache as with --cold, so loads
 read through the delays.
@@ -34,9 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "deploy"))
-import deploy_testing as dt  # noqa: E402  (gateway launcher shared with tests)
+from tools import REPO, harness
 
 
 def expert_files(model_dir):
@@ -86,7 +83,7 @@ def slow_storage(args, workdir):
     log_path = workdir / "slow_storage.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tools" / "slow_storage.py"),
+            [sys.executable, "-m", "tools.bench.slow_storage",
              args.model_dir, str(mount),
              "--latency_ms", str(args.storage_latency_ms),
              "--read_mbps", str(args.storage_read_mbps)],
@@ -94,7 +91,7 @@ def slow_storage(args, workdir):
     try:
         deadline = time.monotonic() + 10
         while not (mount / "manifest.json").exists():
-            dt.check(proc.poll() is None and time.monotonic() < deadline,
+            harness.check(proc.poll() is None and time.monotonic() < deadline,
                      f"slow_storage.py did not mount:\n{log_path.read_text()}")
             time.sleep(0.05)
         with PageCacheEvictor(expert_files(mount),
@@ -123,7 +120,7 @@ def load(args, port, metrics_port, duration_s, warmup_s, max_requests=0,
              "--timeout_ms", 30000]
     if max_requests:
         flags += ["--max_requests", max_requests]
-    return dt.run_loadtest(args.loadtest, flags,
+    return harness.run_loadtest(args.loadtest, flags,
                            timeout_s=float(duration_s) + 120,
                            echo_stdout=False)
 
@@ -136,7 +133,7 @@ def summary(report):
 
 
 def serve(args, budget, extra, log):
-    return dt.start_gateway(args.gateway, args.serve_dir, log,
+    return harness.start_gateway(args.gateway, args.serve_dir, log,
                             gateway_args(args, budget, extra), timeout_s=300,
                             omp_threads=None)
 
@@ -158,7 +155,7 @@ def run_prefetch(args, budget, workdir):
                 else:
                     report = load(args, port, mport, args.duration_s, args.warmup_s)
             finally:
-                dt.stop_process(proc)
+                harness.stop_process(proc)
             row = {"prefetch": bool(prefetch), "prefetch_threads": prefetch,
                    "repeat": repeat, **summary(report)}
             print(json.dumps(row), flush=True)
@@ -175,8 +172,8 @@ def run_warmup(args, budget, workdir):
     try:
         load(args, port, mport, args.duration_s, args.warmup_s)
     finally:
-        dt.stop_process(proc)
-    dt.check(profile.exists(), "the gateway wrote no profile at shutdown")
+        harness.stop_process(proc)
+    harness.check(profile.exists(), "the gateway wrote no profile at shutdown")
     rows = []
     for name, extra in (("cold start", []),
                         ("warmed from profile", ["--cache_profile", str(profile)])):
@@ -186,7 +183,7 @@ def run_warmup(args, budget, workdir):
                          max_requests=args.first_requests, seed=2)
             steady = load(args, port, mport, args.duration_s, args.warmup_s, seed=3)
         finally:
-            dt.stop_process(proc)
+            harness.stop_process(proc)
         row = {"start": name,
                "first_requests": args.first_requests,
                "first_hit_rate": summary(first)["cache_hit_rate"],
@@ -205,7 +202,7 @@ def run_trace(args, budget, workdir):
     try:
         report = load(args, port, mport, args.duration_s, args.warmup_s)
     finally:
-        dt.stop_process(proc)
+        harness.stop_process(proc)
     print(json.dumps(summary(report)))
     return [summary(report)]
 
@@ -216,8 +213,8 @@ def main():
     p.add_argument("what", choices=["prefetch", "warmup", "trace"])
     p.add_argument("--model_dir", required=True)
     p.add_argument("--budget_fraction", type=float, default=0.25)
-    p.add_argument("--gateway", default=str(ROOT / "build/server/edge_gateway"))
-    p.add_argument("--loadtest", default=str(ROOT / "build/loadtest/edge-loadtest"))
+    p.add_argument("--gateway", default=str(REPO / "build/server/edge_gateway"))
+    p.add_argument("--loadtest", default=str(REPO / "build/loadtest/edge-loadtest"))
     p.add_argument("--cameras", default="8")
     p.add_argument("--fps", default="2")
     p.add_argument("--zipf_alpha", default="1.0")
@@ -252,4 +249,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(dt.main_wrapper(main))
+    sys.exit(harness.main_wrapper(main))

@@ -3,11 +3,11 @@
 # script) into DEST/node_modules with `npm ci`. Idempotent: skipped when DEST
 # already holds node_modules installed from the same lock file.
 #
-#   tools/peers/install.sh [DEST]      DEST defaults to tools/peers itself
+#   tools/bench/peers/install.sh [DEST]   DEST defaults to tools/bench/peers
 #
-# Called by tools/setup.sh (DEST = tools/peers, for tools/benchmark_peers.py)
-# and by the bench.peers_npm CTest fixture (DEST in the build tree), the way
-# tests/deploy installs kubernetes-models.
+# Called by tools/setup.sh (DEST = tools/bench/peers, for
+# tools/bench/benchmark_peers.py) and by the tools.peers_npm CTest fixture
+# (DEST in the build tree), the way tests/deploy installs kubernetes-models.
 set -euo pipefail
 
 source_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
