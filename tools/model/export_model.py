@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                         "required unless --from-model")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path,
-                        help="torch.save(state_dict) with MODEL_SPEC names")
+                        help="torch.save(state_dict) with docs/model-spec.md's names")
     source.add_argument("--random-seed", type=int,
                         help="deterministic random weights (tests, benchmarks)")
     source.add_argument("--from-model", type=Path,

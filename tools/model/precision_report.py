@@ -1,5 +1,5 @@
 """Accuracy of the engine's reduced-precision modes against its float32 mode
-(MODEL_SPEC "Numerics": max logit difference and top-1 agreement).
+(docs/model-spec.md, "Numerics": max logit difference and top-1 agreement).
 
   /usr/bin/python3 -m tools.model.precision_report \\
       --engine-run build/engine/engine_run \\
