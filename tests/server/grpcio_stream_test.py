@@ -24,9 +24,10 @@ again only when they reach the gateway after its last read of the stream:
 CI makes that happen at every age by holding each frame up to 50 ms for a
 batch (--gateway_args "--max_batch_size=8 --max_queue_delay_us=50000"), so
 the gateway is still answering when the next frames arrive. The defaults
-run about 25 s in CI; the 30-minute field run is
+run about 25 s in CI; the 30-minute field run is, from the repository root,
 
-  grpcio_stream_test.py --gateway build/server/edge_gateway \\
+  PYTHONPATH=. /usr/bin/python3 tests/server/grpcio_stream_test.py \\
+      --gateway build/server/edge_gateway \\
       --model_dir models/fashion-vmoe --proto proto/gateway.proto \\
       --samples models/samples --duration_s 1800 --fps 100 --stream_s 60 \\
       --max_connection_age_ms 300000 --max_stream_age_ms 300000
