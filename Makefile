@@ -20,21 +20,23 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The trained default model is committed (models/fashion-vmoe, written by
-# tools/train_demo.py); a random-weights vmoe-tiny-224 for benchmarks:
+# tools/demo/train.py); a random-weights vmoe-tiny-224 for benchmarks:
 models/vmoe-tiny-224-random/manifest.json:
-	$(PYTHON) tools/export_model.py --config tools/configs/vmoe-tiny-224.json \
+	$(PYTHON) -m tools.model.export_model \
+	  --config tools/model/configs/vmoe-tiny-224.json \
 	  --random-seed 1 --out models/vmoe-tiny-224-random
 
 # docs/model-spec.md's many-expert configuration (64 experts, ~537 MB of
-# them), for the expert cache's load runs (tools/cache_load_runs.py):
+# them), for the expert cache's load runs (tools/bench/cache_load_runs.py):
 models/vmoe-s32-e32-random/manifest.json:
-	$(PYTHON) tools/export_model.py --config tools/configs/vmoe-s32-e32.json \
+	$(PYTHON) -m tools.model.export_model \
+	  --config tools/model/configs/vmoe-s32-e32.json \
 	  --random-seed 1 --out models/vmoe-s32-e32-random
 
 # Serves the default model, classifies models/samples/*.png with
 # edge-client, then keeps serving until Ctrl-C.
 demo: build $(DEMO_MODEL)/manifest.json
-	BUILD=$(BUILD) tools/demo.sh $(DEMO_MODEL)
+	BUILD=$(BUILD) tools/demo/demo.sh $(DEMO_MODEL)
 
 format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')

@@ -8,7 +8,7 @@
 // like varied scenes do) for --seconds after --warmup_batches, and prints
 // images/s, ms per batch (mean, P50, P99) and the share of time spent
 // waiting for experts; with --json, the same as one JSON object (read by
-// tools/benchmark_peers.py).
+// tools/bench/benchmark_peers.py).
 #include <sys/resource.h>
 
 #include <algorithm>

@@ -1,5 +1,5 @@
 // matmul_roofline: the machine's reachable matmul FLOP rate through oneDNN,
-// the yardstick tools/benchmark_peers.py divides the engine's rate by.
+// the yardstick tools/bench/benchmark_peers.py divides the engine's rate by.
 //
 //   matmul_roofline [--shapes MxKxN,...] [--dtypes f32,bf16]
 //                   [--seconds_per_shape S] [--json]

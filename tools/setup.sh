@@ -57,6 +57,6 @@ install_missing_packages() {
 install_missing_packages
 
 # npm packages, from committed lock files: onnxruntime-node for the peer
-# benchmark (tools/benchmark_peers.py). Skipped when already installed from
-# the same lock file.
-bash "$(dirname "${BASH_SOURCE[0]}")/peers/install.sh"
+# benchmark (tools/bench/benchmark_peers.py). Skipped when already installed
+# from the same lock file.
+bash "$(dirname "${BASH_SOURCE[0]}")/bench/peers/install.sh"

@@ -132,9 +132,10 @@ absl::StatusOr<Pooling> BuildPooling(const pb::Architecture& a) {
 // manifest's 1.1 is 1.10000002 and ceil(1 * 10 * 1.1 / 11) would come out 2,
 // not 1; even double arithmetic on 1.1 gives 7 * 10 * 1.1 = 77.00000000000001.
 // The shortest decimal that round-trips the float is what was written (and
-// what tools/vmoe_reference.py computes with), so this works on that decimal
-// in integers. REQUIRES: numerator, denominator, factor > 0; numerator <=
-// kMaxExperts * kMaxTokens and denominator <= kMaxExperts, so no overflow.
+// what tools/model/vmoe_reference.py computes with), so this works on that
+// decimal in integers. REQUIRES: numerator, denominator, factor > 0;
+// numerator <= kMaxExperts * kMaxTokens and denominator <= kMaxExperts, so no
+// overflow.
 int64_t CeilOfScaledRatio(int64_t numerator, int64_t denominator, float factor,
                           int64_t limit) {
   char text[32];  // "d.dddddddde-xx": at most 9 digits for a float

@@ -14,18 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-import deploy_testing as dt  # noqa: E402
+from tools import harness
 
 
 def summary_of(stdout):
     lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    dt.check(lines and "summary" in lines[-1], f"no summary line:\n{stdout}")
+    harness.check(lines and "summary" in lines[-1], f"no summary line:\n{stdout}")
     return lines[-1]["summary"], lines[:-1]
 
 
 def check_reopens(flags, work):
-    proc, port, _ = dt.start_gateway(
+    proc, port, _ = harness.start_gateway(
         flags.gateway, flags.model_dir, work / "gateway.log",
         ["--max_connection_age_ms", "1000", "--max_stream_age_ms", "2000"])
     try:
@@ -36,24 +35,24 @@ def check_reopens(flags, work):
              "--loop", "--timeout_ms", "10000"],
             capture_output=True, text=True, timeout=60)
     finally:
-        dt.stop_process(proc)
-    dt.check(result.returncode == 0,
+        harness.stop_process(proc)
+    harness.check(result.returncode == 0,
              f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
     summary, answers = summary_of(result.stdout)
-    dt.check(summary["streams_reopened"] >= 2,
+    harness.check(summary["streams_reopened"] >= 2,
              f"fewer than 2 streams reopened: {summary}")
     reasons = summary["reopened_by"]
-    dt.check(sum(reasons.values()) == summary["streams_reopened"] and
+    harness.check(sum(reasons.values()) == summary["streams_reopened"] and
              all(r.startswith("UNAVAILABLE: the stream reached its maximum "
                               "age") and "reopen the stream" in r
                  for r in reasons),
              f"streams ended without the gateway's reason: {reasons}")
-    dt.check(summary["sent"] == 28 and summary["answered"] == 28 and
+    harness.check(summary["sent"] == 28 and summary["answered"] == 28 and
              summary["unanswered"] == 0 and summary["unexpected"] == 0 and
              not summary["errors"],
              f"not every frame answered once: {summary}")
     ids = sorted(a["request_id"] for a in answers)
-    dt.check(len(set(ids)) == 28, f"answers: {ids}")
+    harness.check(len(set(ids)) == 28, f"answers: {ids}")
 
 
 def check_bad_fps(flags):
@@ -61,7 +60,7 @@ def check_bad_fps(flags):
         [flags.client, "stream", "--target", "127.0.0.1:1", "--dir",
          flags.samples, "--fps", "0"], capture_output=True, text=True,
         timeout=30)
-    dt.check(result.returncode == 2 and "--fps" in result.stderr,
+    harness.check(result.returncode == 2 and "--fps" in result.stderr,
              f"--fps 0: exit {result.returncode}, stderr {result.stderr!r}")
 
 
@@ -71,7 +70,7 @@ def check_unreachable(flags):
          flags.samples, "--fps", "2", "--timeout_ms", "3000"],
         capture_output=True, text=True, timeout=30)
     summary, _ = summary_of(result.stdout)
-    dt.check(result.returncode == 1 and summary["streams_reopened"] == 0 and
+    harness.check(result.returncode == 1 and summary["streams_reopened"] == 0 and
              summary["stream_status"]["code"] == "UNAVAILABLE" and
              summary["seconds"] < 2,
              f"unreachable: exit {result.returncode}, {summary}")
@@ -91,4 +90,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(dt.main_wrapper(main))
+    sys.exit(harness.main_wrapper(main))

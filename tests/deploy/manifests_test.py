@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy_testing import check, main_wrapper, run
+from tools.harness import check, main_wrapper, run
 
 # Always in the debian:12 image: dpkg and apt depend on them.
 BASE_IMAGE_PACKAGES = {"libc6", "libgcc-s1"}

@@ -40,7 +40,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from deploy_testing import (TestFailure, check, free_port, main_wrapper, run,
+from tools.harness import (TestFailure, check, free_port, main_wrapper, run,
                             start_gateway, stop_process)
 
 LOAD_SECONDS = 15

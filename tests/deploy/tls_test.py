@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from deploy_testing import (check, main_wrapper, run, start_gateway,
+from tools.harness import (check, main_wrapper, run, start_gateway,
                             stop_process)
 
 CALL_TIMEOUT_MS = "3000"

@@ -12,9 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-from export_model import export_model, load_config, model_config, random_state_dict  # noqa: E402
+from tools.model import CONFIGS
+from tools.model.export_model import (export_model, load_config, model_config,
+                                      random_state_dict)
 
 # (directory, config, expert precision).
 # tiny-image / tiny-token: failure isolation, batch independence, bf16.
@@ -35,7 +35,7 @@ def main() -> int:
         if (target / "manifest.json").exists():
             continue
         shutil.rmtree(target, ignore_errors=True)
-        cfg = load_config(ROOT / "tools" / "configs" / f"{config}.json")
+        cfg = load_config(CONFIGS / f"{config}.json")
         export_model(cfg, random_state_dict(model_config(cfg), seed=1), target,
                      precision, random_seed=1)
         print(f"exported {target}")

@@ -4,7 +4,7 @@ PyTorch says it is.
 
   test_fashion_vmoe_gateway.py EDGE_GATEWAY EDGE_CLIENT [--model DIR]
 
-1. PyTorch: models/fashion-vmoe reloaded through tools/vmoe_reference.py,
+1. PyTorch: models/fashion-vmoe reloaded through tools/model/vmoe_reference.py,
    on all 10,000 Fashion-MNIST test images, preprocessed as the gateway does
    a 28x28 greyscale PNG (no resize at 28x28): pixels / 255, replicated to 3
    channels, normalised with the manifest's mean/std.
@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-import fashion_mnist  # noqa: E402
-from png_writer import write_png  # noqa: E402
-from reference_run import load_reference  # noqa: E402
+from tools import REPO, fashion_mnist
+from tools.model.reference_run import load_reference
+from tools.png_writer import write_png
 
 TOLERANCE_POINTS = 0.1
 CLIENT_PROCESSES = 4      # concurrent edge-client processes per pass
@@ -45,7 +43,7 @@ SERVING = re.compile(r"serving (\S+) on (\S+) port (\d+) metrics_port (\d+)")
 
 
 def keep_freed_memory() -> None:
-    """glibc: keep freed tensor memory mapped (see tools/train_demo.py);
+    """glibc: keep freed tensor memory mapped (see tools/demo/train.py);
     page faults would otherwise dominate PyTorch's time in a small VM."""
     import ctypes
     try:
@@ -182,7 +180,7 @@ def main() -> int:
 
     torch_pred = pytorch_predictions(args.model, x)
     torch_acc = float((torch_pred == labels).mean())
-    print(f"PyTorch (tools/vmoe_reference.py): {100 * torch_acc:.2f}% "
+    print(f"PyTorch (tools/model/vmoe_reference.py): {100 * torch_acc:.2f}% "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fashion-vmoe-test-") as tmp:

@@ -1,19 +1,15 @@
 #!/usr/bin/python3
-"""tools/vmoe_reference.forward_train (the batched forward tools/train_demo.py
-trains with) computes what VisionMoE.forward computes, also with
+"""tools.model.vmoe_reference.forward_train (the batched forward
+tools/demo/train.py trains with) computes what VisionMoE.forward computes, also with
 use_onednn_linears, and gives gradients to the routers through the gates."""
 
-import sys
 import unittest
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-from export_model import random_state_dict  # noqa: E402
-from vmoe_reference import (ModelConfig, VisionMoE, forward_train,  # noqa: E402
-                            use_onednn_linears)
+from tools.model.export_model import random_state_dict
+from tools.model.vmoe_reference import (ModelConfig, VisionMoE, forward_train,
+                                        use_onednn_linears)
 
 BASE = {"image_size": 28, "patch_size": 7, "dim": 32, "depth": 3, "heads": 4,
         "mlp_dim": 48, "num_classes": 10}

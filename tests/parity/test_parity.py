@@ -2,18 +2,18 @@
 """Parity of the C++ engine with the PyTorch reference (docs/model-spec.md,
 "Numerics").
 
-  ENGINE_RUN=build/engine/engine_run /usr/bin/python3 tests/parity/test_parity.py
-  /usr/bin/python3 tests/parity/test_parity.py --self-check
+  ENGINE_RUN=build/engine/engine_run PYTHONPATH=. /usr/bin/python3 tests/parity/test_parity.py
+  PYTHONPATH=. /usr/bin/python3 tests/parity/test_parity.py --self-check
 
 For every tiny test config x batch {1, 4}, and vmoe-tiny-224 at batch 2: export
 a random model, run `$ENGINE_RUN --model DIR --input X.npy --output Y.npy
 --experts E.json` on random normal images, and check the logits (max |diff| <=
-1e-3) and the expert choices against tools/vmoe_reference.py.
+1e-3) and the expert choices against tools/model/vmoe_reference.py.
 
 A decision the reference flags near_tie may come out differently in float32
 arithmetic that rounds differently. When one does, that image is compared no
 further: a flipped choice legitimately changes its later routing and logits.
-Any other difference fails. --self-check makes tools/reference_run.py play the
+Any other difference fails. --self-check makes tools.model.reference_run play the
 engine, to test this file's plumbing before the C++ engine exists.
 
 ReducedPrecisionParityTest runs bf16/int8 experts and bf16 compute against
@@ -32,14 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-from export_model import (export_model, load_config, model_config,  # noqa: E402
-                          random_state_dict)
-from reference_run import load_reference, routing_json  # noqa: E402
-from vmoe_reference import VisionMoE  # noqa: E402
+from tools.model import CONFIGS
+from tools.model.export_model import (export_model, load_config, model_config,
+                                      random_state_dict)
+from tools.model.reference_run import load_reference, routing_json
+from tools.model.vmoe_reference import VisionMoE
 
-CONFIGS = REPO / "tools" / "configs"
 TINY_CONFIGS = ("tiny-image", "tiny-image-cls", "tiny-token",
                 "tiny-token-cls-nobpr", "tiny-dense", "tiny-s32")
 MODEL_SEED = 1
@@ -48,13 +46,13 @@ WEIGHT_TOLERANCE = 1e-4    # gate weights; the near-tie margin of vmoe_reference
 MAX_NEAR_TIE_FRACTION = 0.02  # skipping more would hollow out the test.
 ENGINE_TIMEOUT_S = 300
 
-# Set by --self-check: run tools/reference_run.py instead of $ENGINE_RUN.
+# Set by --self-check: run tools.model.reference_run instead of $ENGINE_RUN.
 SELF_CHECK = False
 
 
 def engine_command() -> list[str] | None:
     if SELF_CHECK:
-        return [sys.executable, str(REPO / "tools" / "reference_run.py")]
+        return [sys.executable, "-m", "tools.model.reference_run"]
     engine = os.environ.get("ENGINE_RUN")
     return [engine] if engine else None
 

@@ -27,9 +27,10 @@ timing: CI makes it likely by holding each frame up to 50 ms for a batch
 gateway is usually still answering when the next frames arrive, but a
 loaded machine can end every stream between two frames (seen in CI: 4 of
 4), so only --expect_resends (for field runs) requires a resend. The defaults
-run about 25 s in CI; the 30-minute field run is
+run about 25 s in CI; the 30-minute field run is, from the repository root,
 
-  grpcio_stream_test.py --gateway build/server/edge_gateway \\
+  PYTHONPATH=. /usr/bin/python3 tests/server/grpcio_stream_test.py \\
+      --gateway build/server/edge_gateway \\
       --model_dir models/fashion-vmoe --proto proto/gateway.proto \\
       --samples models/samples --duration_s 1800 --fps 100 --stream_s 60 \\
       --max_connection_age_ms 300000 --max_stream_age_ms 300000
@@ -40,33 +41,17 @@ The stubs are generated at run time, into a temporary directory, with
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-import deploy_testing as dt  # noqa: E402
+import grpc
 
-import grpc  # noqa: E402
+from tools import harness
 
 CLEAR_STATUS = ("the stream reached its maximum age", "reopen the stream")
-
-
-def load_stubs(proto, out_dir):
-    """Generates gateway_pb2 and gateway_pb2_grpc into out_dir; imports
-    them."""
-    proto = Path(proto).resolve()
-    subprocess.run(
-        ["/usr/bin/python3", "-m", "grpc_tools.protoc",
-         f"-I{proto.parent}", f"--python_out={out_dir}",
-         f"--grpc_python_out={out_dir}", str(proto)], check=True)
-    sys.path.insert(0, str(out_dir))
-    import gateway_pb2  # noqa: E402
-    import gateway_pb2_grpc  # noqa: E402
-    return gateway_pb2, gateway_pb2_grpc
 
 
 class Camera:
@@ -204,29 +189,30 @@ class Camera:
 
 def check(summary, flags):
     sent = summary["frames_sent"]
-    dt.check(sent >= 0.9 * flags.fps * flags.duration_s,
+    harness.check(sent >= 0.9 * flags.fps * flags.duration_s,
              f"only {sent} frames sent in {flags.duration_s} s")
-    dt.check(summary["frames_answered"] == sent and
+    harness.check(summary["frames_answered"] == sent and
              summary["unanswered"] == 0,
              f"not every frame answered: {summary}")
-    dt.check(summary["duplicate_answers"] == 0 and
+    harness.check(summary["duplicate_answers"] == 0 and
              summary["unexpected_answers"] == 0,
              f"frames answered twice or never sent: {summary}")
-    dt.check(not summary["frame_errors"], f"frame errors: {summary}")
+    harness.check(not summary["frame_errors"], f"frame errors: {summary}")
     by_server = summary["streams_ended_by_server"]
-    dt.check(all(k.startswith("UNAVAILABLE: ") and
+    harness.check(all(k.startswith("UNAVAILABLE: ") and
                  all(part in k for part in CLEAR_STATUS) for k in by_server),
              f"streams ended without the gateway's reason: {by_server}")
     ended = summary["streams_ended_by_client"] + sum(by_server.values())
-    dt.check(ended == summary["streams"],
+    harness.check(ended == summary["streams"],
              f"streams that ended neither way: {summary}")
     if flags.expect_server_ends:
-        dt.check(sum(by_server.values()) >= 2,
+        harness.check(sum(by_server.values()) >= 2,
                  f"fewer than 2 streams crossed their age: {summary}")
-    dt.check(summary["frames_resent"] == summary["frames_left_by_server_ends"],
+    harness.check(
+        summary["frames_resent"] == summary["frames_left_by_server_ends"],
              f"frames left by an ended stream not all sent again: {summary}")
     if flags.expect_resends:
-        dt.check(summary["frames_resent"] > 0,
+        harness.check(summary["frames_resent"] > 0,
                  f"no frame was sent again: {summary}")
 
 
@@ -252,13 +238,13 @@ def main():
         0 < flags.max_stream_age_ms < flags.stream_s * 1000 and
         flags.duration_s >= 2 * flags.stream_s)
     images = [p.read_bytes() for p in sorted(Path(flags.samples).glob("*.png"))]
-    dt.check(images, f"no PNG in {flags.samples}")
+    harness.check(images, f"no PNG in {flags.samples}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        pb2, pb2_grpc = load_stubs(flags.proto, tmp)
+        pb2, pb2_grpc = harness.load_gateway_stubs(flags.proto, tmp)
         work = Path(flags.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        gateway, port, _ = dt.start_gateway(
+        gateway, port, _ = harness.start_gateway(
             flags.gateway, flags.model_dir, work / "gateway.log",
             ["--max_connection_age_ms", str(flags.max_connection_age_ms),
              "--max_stream_age_ms", str(flags.max_stream_age_ms),
@@ -273,7 +259,7 @@ def main():
                 summary = camera.summary()
                 summary["seconds"] = round(time.monotonic() - started, 1)
         finally:
-            status = dt.stop_process(gateway)
+            status = harness.stop_process(gateway)
     summary["settings"] = {k: getattr(flags, k) for k in (
         "duration_s", "fps", "stream_s", "max_connection_age_ms",
         "max_stream_age_ms", "gateway_args")}
@@ -281,8 +267,8 @@ def main():
     if flags.json_out:
         Path(flags.json_out).write_text(json.dumps(summary, indent=1) + "\n")
     check(summary, flags)
-    dt.check(status == 0, f"gateway exited {status} on SIGTERM")
+    harness.check(status == 0, f"gateway exited {status} on SIGTERM")
 
 
 if __name__ == "__main__":
-    sys.exit(dt.main_wrapper(main))
+    sys.exit(harness.main_wrapper(main))

@@ -5,21 +5,18 @@ align_corners=False, antialias=False) on float32 pixels, then
 
 Drives the decode_image tool (server/decode_image_main.cc) named by the
 DECODE_TOOL environment variable; ctest sets it. Inputs are raw RGB (exact)
-and PNGs written by a minimal encoder below (lossless, so also exact).
+and PNGs written by tools/png_writer.py (lossless, so also exact).
 """
 import os
 import subprocess
-import sys
 import tempfile
 import unittest
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from png_writer import png_bytes  # noqa: E402
+from tools.png_writer import png_bytes
 
 DECODE_TOOL = os.environ.get("DECODE_TOOL")
 TOLERANCE = 1e-4

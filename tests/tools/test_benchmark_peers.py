@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Smoke test of tools/benchmark_peers.py: its short form (--quick) on two
+"""Smoke test of tools/bench/benchmark_peers.py: its short form (--quick) on two
 tiny configurations, one image-routed MoE (the small vmoe-tiny-224) and one
 dense with a class token (the small vit-tiny-224). Checks that every tool
 runs and that the JSON is complete and sane: every runtime measured at every
@@ -17,7 +17,8 @@ import sys
 import unittest
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tools.model import CONFIGS
+
 MODELS = ("tiny-image", "tiny-dense")
 RUNTIMES = ("engine", "engine-bf16", "onnxruntime", "torch-onednn",
             "torch-stock")
@@ -34,8 +35,8 @@ class BenchmarkPeersSmokeTest(unittest.TestCase):
     def setUpClass(cls):
         out = ARGS.work_dir / "peers.json"
         out.unlink(missing_ok=True)
-        command = [sys.executable, REPO / "tools/benchmark_peers.py", "--quick",
-                   "--models", ",".join(str(REPO / f"tools/configs/{m}.json")
+        command = [sys.executable, "-m", "tools.bench.benchmark_peers", "--quick",
+                   "--models", ",".join(str(CONFIGS / f"{m}.json")
                                         for m in MODELS),
                    "--batches", ",".join(map(str, BATCHES)),
                    "--build", ARGS.build, "--node_modules", ARGS.node_modules,

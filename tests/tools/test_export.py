@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Tests of tools/export_model.py against docs/model-format.md.
+"""Tests of tools/model/export_model.py against docs/model-format.md.
 
 Each check reads the written bytes itself (safetensors header, offsets,
 checksums) rather than trusting the exporter's own bookkeeping.
@@ -17,17 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-from export_model import (export_model, load_config, model_config,  # noqa: E402
-                          random_state_dict)
-from model_format import (DTYPES, PAD_PREFIX, bf16_to_float32,  # noqa: E402
-                          file_sha256, load_model_dir, read_safetensors_header)
-from reference_run import load_reference  # noqa: E402
-from vmoe_reference import VisionMoE, tensor_shapes  # noqa: E402
+from tools import REPO
+from tools.model import CONFIGS
+from tools.model.export_model import (export_model, load_config, model_config,
+                                      random_state_dict)
+from tools.model.model_format import (DTYPES, PAD_PREFIX, bf16_to_float32,
+                                      file_sha256, load_model_dir,
+                                      read_safetensors_header)
+from tools.model.reference_run import load_reference
+from tools.model.vmoe_reference import VisionMoE, tensor_shapes
 
-EXPORTER = REPO / "tools" / "export_model.py"
-CONFIGS = REPO / "tools" / "configs"
 # Per-token routing with a class token: exercises every tensor kind
 # (cls_token, dense and MoE blocks, expert files).
 CONFIG = CONFIGS / "tiny-token-cls-nobpr.json"
@@ -40,8 +39,9 @@ def export_random(out_dir: Path, seed: int = 3, config_path: Path = CONFIG) -> d
 
 
 def run_exporter(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(EXPORTER), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tools.model.export_model", *map(str, args)],
+        capture_output=True, text=True, timeout=120)
 
 
 def files_on_disk(model_dir: Path) -> set[str]:

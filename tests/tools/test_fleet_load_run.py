@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Smoke test of tools/fleet_load_run.py: its short form on the small test
+"""Smoke test of tools/bench/fleet_load_run.py: its short form on the small test
 model (4 cameras, 3 s runs). Checks that the gateway, edge-loadtest and
 engine_bench run together and that the JSON report is complete and
 consistent (the half-load run offers half of what saturation served, every
@@ -15,7 +15,6 @@ import sys
 import unittest
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 ARGS = None
 CAMERAS = 4
 
@@ -26,7 +25,7 @@ class FleetLoadRunSmokeTest(unittest.TestCase):
         ARGS.work_dir.mkdir(parents=True, exist_ok=True)
         out = ARGS.work_dir / "fleet.json"
         out.unlink(missing_ok=True)
-        command = ["/usr/bin/python3", REPO / "tools/fleet_load_run.py",
+        command = ["/usr/bin/python3", "-m", "tools.bench.fleet_load_run",
                    "--build", ARGS.build, "--model_dir", ARGS.model_dir,
                    "--cameras", str(CAMERAS), "--saturation_fps", "200",
                    "--duration_s", "3", "--warmup_s", "1",

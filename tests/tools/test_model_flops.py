@@ -1,21 +1,17 @@
 #!/usr/bin/python3
-"""tools/peers/model_flops.py against PyTorch's own FLOP counter: the matmul
+"""tools/bench/peers/model_flops.py against PyTorch's own FLOP counter: the matmul
 FLOPs the profiler records for a forward pass (convolution, addmm, mm, bmm)
 must be exactly 2 x the analytic MACs per image x the batch, for dense
 models, image routing (k experts per image) and class tokens."""
 
 import json
-import sys
 import unittest
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO / "tools/peers"))
-from model_flops import macs_per_image  # noqa: E402
-from vmoe_reference import ModelConfig, VisionMoE, forward_train  # noqa: E402
+from tools.bench.peers.model_flops import macs_per_image
+from tools.model import CONFIGS
+from tools.model.vmoe_reference import ModelConfig, VisionMoE, forward_train
 
 MATMUL_OPS = {"aten::conv2d", "aten::addmm", "aten::mm", "aten::bmm"}
 
@@ -33,15 +29,14 @@ class ModelFlopsTest(unittest.TestCase):
     def test_matches_profiler(self):
         for name in ("tiny-image", "tiny-image-cls", "tiny-dense"):
             with self.subTest(config=name):
-                arch = json.loads(
-                    (REPO / f"tools/configs/{name}.json").read_text())
+                arch = json.loads((CONFIGS / f"{name}.json").read_text())
                 config = ModelConfig.from_architecture(arch["architecture"])
                 batch = 3
                 self.assertEqual(profiled_matmul_flops(config, batch),
                                  2 * batch * macs_per_image(config)["total"])
 
     def test_moe_counts_k_experts(self):
-        arch = json.loads((REPO / "tools/configs/vmoe-tiny-224.json")
+        arch = json.loads((CONFIGS / "vmoe-tiny-224.json")
                           .read_text())["architecture"]
         moe = macs_per_image(ModelConfig.from_architecture(arch))
         dense = macs_per_image(ModelConfig.from_architecture(

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""tools/slow_storage.py: the FUSE mirror serves the source's bytes (read
-and mmap, as the gateway maps expert files), refuses writes, and a read
+"""tools/bench/slow_storage.py: the FUSE mirror serves the source's bytes
+(read and mmap, as the gateway maps expert files), refuses writes, and a read
 waits at least the configured latency. Skipped where FUSE cannot be
 mounted (no /dev/fuse, not root, no fusepy)."""
 
@@ -12,8 +12,6 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def can_mount():
@@ -37,7 +35,7 @@ class SlowStorageTest(unittest.TestCase):
         self.data = os.urandom(3 * 1024 * 1024 + 123)
         (self.source / "experts" / "e.bin").write_bytes(self.data)
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tools" / "slow_storage.py"),
+            [sys.executable, "-m", "tools.bench.slow_storage",
              str(self.source), str(self.mount),
              "--latency_ms", str(self.LATENCY_MS)])
         deadline = time.monotonic() + 10

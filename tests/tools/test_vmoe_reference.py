@@ -1,19 +1,16 @@
 #!/usr/bin/python3
-"""Tests of tools/vmoe_reference.py: the rules of docs/model-spec.md on
+"""Tests of tools/model/vmoe_reference.py: the rules of docs/model-spec.md on
 hand-made inputs, and the model against independent formulations (PyTorch's
 own multi-head attention, a dense model equal to a one-expert MoE)."""
 
-import sys
 import unittest
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
-from vmoe_reference import (Attention, ConfigError, ModelConfig,  # noqa: E402
-                            VisionMoE, assign_slots, priority_near_ties,
-                            tensor_shapes, top_k_choices)
+from tools.model.vmoe_reference import (Attention, ConfigError, ModelConfig,
+                                        VisionMoE, assign_slots,
+                                        priority_near_ties, tensor_shapes,
+                                        top_k_choices)
 
 TINY = {"image_size": 32, "patch_size": 8, "dim": 32, "depth": 4, "heads": 2,
         "mlp_dim": 64, "num_classes": 10}
