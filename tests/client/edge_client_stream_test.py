@@ -36,21 +36,22 @@ def check_reopens(flags, work):
             capture_output=True, text=True, timeout=60)
     finally:
         harness.stop_process(proc)
-    harness.check(result.returncode == 0,
-             f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    harness.check(
+        result.returncode == 0,
+        f"exit {result.returncode}:\n{result.stdout}\n{result.stderr}")
     summary, answers = summary_of(result.stdout)
     harness.check(summary["streams_reopened"] >= 2,
-             f"fewer than 2 streams reopened: {summary}")
+                  f"fewer than 2 streams reopened: {summary}")
     reasons = summary["reopened_by"]
-    harness.check(sum(reasons.values()) == summary["streams_reopened"] and
-             all(r.startswith("UNAVAILABLE: the stream reached its maximum "
-                              "age") and "reopen the stream" in r
-                 for r in reasons),
-             f"streams ended without the gateway's reason: {reasons}")
+    harness.check(
+        sum(reasons.values()) == summary["streams_reopened"] and
+        all(r.startswith("UNAVAILABLE: the stream reached its maximum age")
+            and "reopen the stream" in r for r in reasons),
+        f"streams ended without the gateway's reason: {reasons}")
     harness.check(summary["sent"] == 28 and summary["answered"] == 28 and
-             summary["unanswered"] == 0 and summary["unexpected"] == 0 and
-             not summary["errors"],
-             f"not every frame answered once: {summary}")
+                  summary["unanswered"] == 0 and summary["unexpected"] == 0 and
+                  not summary["errors"],
+                  f"not every frame answered once: {summary}")
     ids = sorted(a["request_id"] for a in answers)
     harness.check(len(set(ids)) == 28, f"answers: {ids}")
 
@@ -60,8 +61,9 @@ def check_bad_fps(flags):
         [flags.client, "stream", "--target", "127.0.0.1:1", "--dir",
          flags.samples, "--fps", "0"], capture_output=True, text=True,
         timeout=30)
-    harness.check(result.returncode == 2 and "--fps" in result.stderr,
-             f"--fps 0: exit {result.returncode}, stderr {result.stderr!r}")
+    harness.check(
+        result.returncode == 2 and "--fps" in result.stderr,
+        f"--fps 0: exit {result.returncode}, stderr {result.stderr!r}")
 
 
 def check_unreachable(flags):
@@ -71,9 +73,9 @@ def check_unreachable(flags):
         capture_output=True, text=True, timeout=30)
     summary, _ = summary_of(result.stdout)
     harness.check(result.returncode == 1 and summary["streams_reopened"] == 0 and
-             summary["stream_status"]["code"] == "UNAVAILABLE" and
-             summary["seconds"] < 2,
-             f"unreachable: exit {result.returncode}, {summary}")
+                  summary["stream_status"]["code"] == "UNAVAILABLE" and
+                  summary["seconds"] < 2,
+                  f"unreachable: exit {result.returncode}, {summary}")
 
 
 def main():

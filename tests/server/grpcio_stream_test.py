@@ -190,30 +190,31 @@ class Camera:
 def check(summary, flags):
     sent = summary["frames_sent"]
     harness.check(sent >= 0.9 * flags.fps * flags.duration_s,
-             f"only {sent} frames sent in {flags.duration_s} s")
+                  f"only {sent} frames sent in {flags.duration_s} s")
     harness.check(summary["frames_answered"] == sent and
-             summary["unanswered"] == 0,
-             f"not every frame answered: {summary}")
+                  summary["unanswered"] == 0,
+                  f"not every frame answered: {summary}")
     harness.check(summary["duplicate_answers"] == 0 and
-             summary["unexpected_answers"] == 0,
-             f"frames answered twice or never sent: {summary}")
+                  summary["unexpected_answers"] == 0,
+                  f"frames answered twice or never sent: {summary}")
     harness.check(not summary["frame_errors"], f"frame errors: {summary}")
     by_server = summary["streams_ended_by_server"]
     harness.check(all(k.startswith("UNAVAILABLE: ") and
-                 all(part in k for part in CLEAR_STATUS) for k in by_server),
-             f"streams ended without the gateway's reason: {by_server}")
+                      all(part in k for part in CLEAR_STATUS)
+                      for k in by_server),
+                  f"streams ended without the gateway's reason: {by_server}")
     ended = summary["streams_ended_by_client"] + sum(by_server.values())
     harness.check(ended == summary["streams"],
-             f"streams that ended neither way: {summary}")
+                  f"streams that ended neither way: {summary}")
     if flags.expect_server_ends:
         harness.check(sum(by_server.values()) >= 2,
-                 f"fewer than 2 streams crossed their age: {summary}")
+                      f"fewer than 2 streams crossed their age: {summary}")
     harness.check(
         summary["frames_resent"] == summary["frames_left_by_server_ends"],
-             f"frames left by an ended stream not all sent again: {summary}")
+        f"frames left by an ended stream not all sent again: {summary}")
     if flags.expect_resends:
         harness.check(summary["frames_resent"] > 0,
-                 f"no frame was sent again: {summary}")
+                      f"no frame was sent again: {summary}")
 
 
 def main():

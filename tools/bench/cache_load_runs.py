@@ -92,7 +92,7 @@ def slow_storage(args, workdir):
         deadline = time.monotonic() + 10
         while not (mount / "manifest.json").exists():
             harness.check(proc.poll() is None and time.monotonic() < deadline,
-                     f"slow_storage.py did not mount:\n{log_path.read_text()}")
+                          f"slow_storage.py did not mount:\n{log_path.read_text()}")
             time.sleep(0.05)
         with PageCacheEvictor(expert_files(mount),
                               args.evict_period_ms / 1e3):
