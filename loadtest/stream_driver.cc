@@ -4,10 +4,10 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
-#include "common/random.h"
 #include "loadtest/gateway_connection.h"
 #include "loadtest/load_drivers.h"
 #include "proto/gateway.grpc.pb.h"
+#include "tools/cpp/random.h"
 
 namespace edge::loadtest {
 namespace {
