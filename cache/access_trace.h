@@ -15,8 +15,8 @@
 // starting with '#' are comments.
 //
 // The gateway records with AccessTraceWriter (--expert_trace_file); the
-// synthetic generator (cache/trace_generator.h) and cache_sim read and write
-// the same format.
+// synthetic generator (cache/sim/trace_generator.h) and cache_sim read and
+// write the same format.
 #ifndef EDGE_CACHE_ACCESS_TRACE_H_
 #define EDGE_CACHE_ACCESS_TRACE_H_
 

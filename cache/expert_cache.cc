@@ -60,8 +60,9 @@ void ExpertHandle::reset() {
 
 absl::StatusOr<std::unique_ptr<ExpertCache>> ExpertCache::Create(
     ExpertCacheOptions options, ExpertLoader loader, ExpertSizer sizer) {
-  if (!loader || !sizer) {
-    return absl::InvalidArgumentError("ExpertCache needs a loader and a sizer");
+  if (!loader || !sizer || !options.now) {
+    return absl::InvalidArgumentError(
+        "ExpertCache needs a loader, a sizer and a clock");
   }
   const AdaptivePolicyOptions& p = options.policy;
   if (options.budget_bytes > 0 &&
@@ -84,7 +85,8 @@ ExpertCache::ExpertCache(ExpertCacheOptions options, ExpertLoader loader,
                          ExpertSizer sizer)
     : options_(std::move(options)),
       loader_(std::move(loader)),
-      sizer_(std::move(sizer)) {
+      sizer_(std::move(sizer)),
+      created_(options_.now()) {
   stats_.budget_bytes = options_.budget_bytes;
   stats_.load_latency_bounds_ms = options_.load_latency_bounds_ms;
   stats_.load_latency_counts.assign(options_.load_latency_bounds_ms.size() + 1,
@@ -260,7 +262,8 @@ void ExpertCache::RecordAccessLocked(const ExpertKey& key, uint64_t bytes,
   ++usage_[key];
   if (options_.trace != nullptr) {
     options_.trace->Append(
-        {absl::ToInt64Microseconds(absl::Now() - created_), pass, key, bytes});
+        {absl::ToInt64Microseconds(options_.now() - created_), pass, key,
+         bytes});
   }
   if (policy_ == nullptr) return;
   policy_->RecordAccess(key, bytes, hit);
@@ -433,7 +436,7 @@ void ExpertCache::StartLoadLocked(const ExpertKey& key, uint64_t bytes,
   entry->pins = 1;  // the loading thread's, handed to its handle
   entry->load = std::make_shared<LoadResult>();
   entry->prefetched = prefetch;
-  entry->load_start = absl::Now();
+  entry->load_start = options_.now();
   entries_.emplace(key, std::move(entry));
   stats_.loading_bytes += bytes;
   stats_.peak_resident_bytes = std::max(
@@ -488,7 +491,7 @@ absl::StatusOr<ExpertHandle> ExpertCache::FinishLoadLocked(
     return value.status();
   }
   RecordLoadLatencyLocked(
-      absl::ToDoubleSeconds(absl::Now() - entry->load_start));
+      absl::ToDoubleSeconds(options_.now() - entry->load_start));
   entry->value = *std::move(value);
   stats_.resident_bytes += entry->bytes;
   ++stats_.resident_experts;

@@ -129,6 +129,10 @@ struct ExpertCacheOptions {
   // to a cold read of a 32 MB one from an SD card (~1 s).
   std::vector<double> load_latency_bounds_ms = {0.25, 0.5, 1,   2,   5,   10,
                                                 20,   50,  100, 250, 1000};
+  // The clock of load latencies and of the trace's time column;
+  // injectable so that tests set the time instead of sleeping. Called with
+  // the cache's lock held, on callers' and prefetch threads.
+  std::function<absl::Time()> now = absl::Now;
 };
 
 struct ExpertCacheStats {
@@ -197,7 +201,7 @@ class ExpertHandle {
 
 class ExpertCache {
  public:
-  // INVALID_ARGUMENT if loader or sizer is empty.
+  // INVALID_ARGUMENT if loader, sizer or options.now is empty.
   static absl::StatusOr<std::unique_ptr<ExpertCache>> Create(
       ExpertCacheOptions options, ExpertLoader loader, ExpertSizer sizer);
   // REQUIRES: no handle outlives the cache.
@@ -308,7 +312,7 @@ class ExpertCache {
   std::unordered_map<ExpertKey, uint64_t, ExpertKeyHash> usage_
       ABSL_GUARDED_BY(mu_);
   int64_t next_pass_ ABSL_GUARDED_BY(mu_) = 0;
-  const absl::Time created_ = absl::Now();
+  const absl::Time created_;  // options_.now() at construction.
 
   // Prefetch pool.
   std::deque<ExpertKey> prefetch_queue_ ABSL_GUARDED_BY(mu_);

@@ -12,12 +12,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/text_file.h"
 #include "loadtest/command_line.h"
 #include "loadtest/frame_set.h"
 #include "loadtest/latency_plots.h"
 #include "loadtest/load_report.h"
 #include "loadtest/load_run.h"
+#include "tools/cpp/text_file.h"
 
 namespace edge::loadtest {
 namespace {

@@ -6,8 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "common/gnuplot.h"
-#include "common/text_file.h"
+#include "tools/cpp/gnuplot.h"
+#include "tools/cpp/text_file.h"
 
 namespace edge::loadtest {
 namespace {

@@ -27,11 +27,11 @@
 #include <string>
 #include <vector>
 
-#include "common/scene_picker.h"
 #include "grpcpp/grpcpp.h"
 #include "loadtest/frame_set.h"
 #include "loadtest/load_options.h"
 #include "loadtest/request_log.h"
+#include "tools/cpp/scene_picker.h"
 
 namespace edge::loadtest {
 

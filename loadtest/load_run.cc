@@ -3,8 +3,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/scene_picker.h"
 #include "loadtest/gateway_connection.h"
+#include "tools/cpp/scene_picker.h"
 
 namespace edge::loadtest {
 namespace {

@@ -6,9 +6,9 @@
 #include "absl/strings/numbers.h"
 #include "client/gateway_channel.h"
 #include "client/stream_reopen.h"
-#include "common/random.h"
 #include "loadtest/load_drivers.h"
 #include "proto/gateway.grpc.pb.h"
+#include "tools/cpp/random.h"
 
 namespace edge::loadtest {
 namespace {

@@ -8,7 +8,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "common/random.h"
+#include "tools/cpp/random.h"
 
 namespace edge::loadtest {
 namespace {

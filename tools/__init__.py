@@ -5,6 +5,8 @@
   demo/    the shipped demo model (models/fashion-vmoe): its training, model
            card and sample images, and the demo script
   bench/   benchmarks and load runs against the engine and the gateway
+  cpp/     (C++, not a Python package) what edge-loadtest and cache/sim/
+           share: scene model, random numbers, text files, gnuplot
 
 and the modules they and tests/ share: harness (starts the gateway and
 edge-loadtest, checks), fashion_mnist (the dataset), png_writer.

@@ -19,7 +19,7 @@
 #include "absl/status/status.h"
 #include "cache/sim/budget_sweep.h"
 #include "cache/sim/sim_report.h"
-#include "common/text_file.h"
+#include "tools/cpp/text_file.h"
 
 ABSL_FLAG(std::string, trace, "", "expert access trace (required)");
 ABSL_FLAG(std::string, budget, "",

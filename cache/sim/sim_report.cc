@@ -2,10 +2,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/gnuplot.h"
-#include "common/text_file.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "tools/cpp/gnuplot.h"
+#include "tools/cpp/text_file.h"
 
 namespace edge::sim {
 namespace {

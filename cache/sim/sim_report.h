@@ -31,7 +31,7 @@ std::string FormatSweepJson(const SweepReport& report);
 // Hit rate against budget (% of all expert bytes), one line per policy,
 // drawn by gnuplot into `png_path`; the data and script are kept next to
 // it (png_path + ".dat", ".gp"). FAILED_PRECONDITION if gnuplot is
-// missing (common/gnuplot.h), INTERNAL if a file cannot be written.
+// missing (tools/cpp/gnuplot.h), INTERNAL if a file cannot be written.
 absl::Status WriteHitRatePlot(const SweepReport& report,
                               const std::string& png_path,
                               const std::string& gnuplot = "gnuplot");

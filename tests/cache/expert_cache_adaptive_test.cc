@@ -19,6 +19,7 @@ namespace edge {
 namespace {
 
 using cache_testing::Eventually;
+using cache_testing::FakeClock;
 using cache_testing::FakeLoader;
 using cache_testing::kExpertBytes;
 using cache_testing::MakeCache;
@@ -168,12 +169,17 @@ TEST(ExpertCacheAdaptiveTest, TraceRecordsEveryAcquireWithItsPass) {
   auto writer = AccessTraceWriter::Create(path);
   ASSERT_TRUE(writer.ok());
   FakeLoader loader;
+  FakeClock clock;
+  clock.Advance(absl::Seconds(1000));  // times count from the cache's start
   ExpertCacheOptions options;
   options.trace = writer->get();
+  options.now = clock.Function();
   auto cache = MakeCache(10 * kExpertBytes, &loader, options);
   const int64_t pass = cache->BeginPass(5, {{5, 1}, {5, 2}});
+  clock.Advance(absl::Microseconds(250));
   ASSERT_TRUE(cache->Acquire({5, 1}, pass).ok());
   ASSERT_TRUE(cache->Acquire({5, 2}, pass).ok());
+  clock.Advance(absl::Milliseconds(3));
   ASSERT_TRUE(cache->Acquire({5, 1}).ok());
   ASSERT_TRUE((*writer)->Flush().ok());
   auto trace = ReadAccessTrace(path);
@@ -183,7 +189,9 @@ TEST(ExpertCacheAdaptiveTest, TraceRecordsEveryAcquireWithItsPass) {
   EXPECT_EQ((*trace)[1].key, (ExpertKey{5, 2}));
   EXPECT_EQ((*trace)[1].bytes, kExpertBytes);
   EXPECT_EQ((*trace)[2].pass, -1);
-  EXPECT_LE((*trace)[0].time_us, (*trace)[2].time_us);
+  EXPECT_EQ((*trace)[0].time_us, 250);
+  EXPECT_EQ((*trace)[1].time_us, 250);
+  EXPECT_EQ((*trace)[2].time_us, 3250);
 }
 
 ExpertCacheOptions Adaptive(int min_experts) {

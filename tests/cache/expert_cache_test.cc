@@ -20,6 +20,7 @@ namespace {
 
 using cache_testing::Eventually;
 using cache_testing::Fake;
+using cache_testing::FakeClock;
 using cache_testing::FakeLoader;
 using cache_testing::kExpertBytes;
 using cache_testing::MakeCache;
@@ -27,13 +28,17 @@ using cache_testing::Touch;
 
 using ::testing::HasSubstr;
 
-TEST(ExpertCacheTest, CreateNeedsLoaderAndSizer) {
+TEST(ExpertCacheTest, CreateNeedsLoaderSizerAndClock) {
   auto sizer = [](const ExpertKey&) { return kExpertBytes; };
   EXPECT_EQ(ExpertCache::Create({}, nullptr, sizer).status().code(),
             absl::StatusCode::kInvalidArgument);
   FakeLoader loader;
   auto load = [&loader](const ExpertKey& key) { return loader.Load(key); };
   EXPECT_EQ(ExpertCache::Create({}, load, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ExpertCacheOptions no_clock;
+  no_clock.now = nullptr;
+  EXPECT_EQ(ExpertCache::Create(no_clock, load, sizer).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -185,6 +190,31 @@ TEST(ExpertCacheTest, LoaderErrorIsReturnedAndNotCached) {
   stats = cache->stats();
   EXPECT_EQ(stats.loads, 1u);
   EXPECT_EQ(stats.misses, 2u);
+}
+
+// A load's duration is read on the injected clock, so the histogram is
+// checked exactly, without a loader that sleeps.
+TEST(ExpertCacheTest, LoadLatencyHistogramCountsSuccessfulLoads) {
+  FakeClock clock;
+  FakeLoader loader;
+  // The hook runs inside the load: the time it adds is the load's duration.
+  loader.fail = [&clock](const ExpertKey& key, int) {
+    clock.Advance(absl::Milliseconds(key.expert));
+    return key.expert == 9 ? absl::NotFoundError("no file") : absl::OkStatus();
+  };
+  ExpertCacheOptions options;
+  options.now = clock.Function();
+  options.load_latency_bounds_ms = {1, 10};
+  auto cache = MakeCache(10 * kExpertBytes, &loader, options);
+  EXPECT_TRUE(Touch(cache.get(), {0, 1}));   // 1 ms: the first bucket
+  EXPECT_TRUE(Touch(cache.get(), {0, 2}));   // 2 ms: the second
+  EXPECT_TRUE(Touch(cache.get(), {0, 30}));  // 30 ms: the unbounded one
+  EXPECT_TRUE(Touch(cache.get(), {0, 30}));  // a hit: no load
+  EXPECT_FALSE(Touch(cache.get(), {0, 9}));  // a failed load: not counted
+  const ExpertCacheStats stats = cache->stats();
+  EXPECT_EQ(stats.load_latency_bounds_ms, (std::vector<double>{1, 10}));
+  EXPECT_EQ(stats.load_latency_counts, (std::vector<uint64_t>{1, 1, 1}));
+  EXPECT_DOUBLE_EQ(stats.load_latency_sum_s, 0.033);
 }
 
 // Starts `threads` Acquire()s of one key while the loader is held at its

@@ -1,10 +1,12 @@
-// Test doubles for ExpertCache: an expert that is just a size, and a
-// loader/sizer with hooks to fail, block or misbehave. Header-only, for
-// tests/cache.
+// Test doubles for ExpertCache: an expert that is just a size, a
+// loader/sizer with hooks to fail, block or misbehave, and a clock the test
+// moves. Header-only, for tests/cache.
 #ifndef EDGE_TESTS_CACHE_FAKE_LOADER_H_
 #define EDGE_TESTS_CACHE_FAKE_LOADER_H_
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,6 +14,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "cache/expert_cache.h"
 #include "common/sync.h"
 #include "gtest/gtest.h"
@@ -86,6 +89,21 @@ class FakeLoader {
   std::map<ExpertKey, int> loads_ ABSL_GUARDED_BY(mu_);
   std::map<ExpertKey, bool> in_flight_ ABSL_GUARDED_BY(mu_);
   bool concurrent_same_key_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ExpertCacheOptions::now for tests: time stands still until Advance().
+// Thread-safe.
+class FakeClock {
+ public:
+  absl::Time Now() const { return absl::FromUnixMicros(micros_.load()); }
+  void Advance(absl::Duration by) { micros_ += absl::ToInt64Microseconds(by); }
+  // The clock as the cache calls it; must not outlive this object.
+  std::function<absl::Time()> Function() const {
+    return [this] { return Now(); };
+  }
+
+ private:
+  std::atomic<int64_t> micros_{0};
 };
 
 inline std::unique_ptr<ExpertCache> MakeCache(uint64_t budget_bytes,

@@ -74,7 +74,7 @@ def synthetic_traces(args, build, out_dir):
                          "--seed", args.seed] + FLEETS[fleet]
                 if args.model_dir:
                     flags += ["--model_dir", args.model_dir]
-                run([build / "cache" / "expert_trace_gen"] + flags)
+                run([build / "cache" / "sim" / "expert_trace_gen"] + flags)
                 traces.append((name, path))
     return traces
 
@@ -85,7 +85,7 @@ def simulate(build, out_dir, name, path, budgets, plots, min_fraction):
              "--adaptive_min_fraction", str(min_fraction)]
     if plots:
         flags += ["--plot", out_dir / f"{name}.png"]
-    run([build / "cache" / "cache_sim"] + flags)
+    run([build / "cache" / "sim" / "cache_sim"] + flags)
     return json.loads(report.read_text())
 
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "cache/sim/sim_report.h"
-#include "cache/trace_generator.h"
+#include "cache/sim/trace_generator.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"

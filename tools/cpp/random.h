@@ -3,8 +3,8 @@
 // libraries: std::mt19937_64's output is fixed by the standard, but
 // std::uniform_*_distribution and std::shuffle are not. Stateless and
 // thread-safe (each caller owns its engine).
-#ifndef EDGE_COMMON_RANDOM_H_
-#define EDGE_COMMON_RANDOM_H_
+#ifndef EDGE_TOOLS_CPP_RANDOM_H_
+#define EDGE_TOOLS_CPP_RANDOM_H_
 
 #include <cstdint>
 #include <random>
@@ -45,4 +45,4 @@ void Shuffle(std::vector<T>& items, std::mt19937_64& rng) {
 
 }  // namespace edge
 
-#endif  // EDGE_COMMON_RANDOM_H_
+#endif  // EDGE_TOOLS_CPP_RANDOM_H_

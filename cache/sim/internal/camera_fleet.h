@@ -1,16 +1,16 @@
 // CameraFleet: the scene each camera's next frame shows, for the trace
-// generator (cache/trace_generator.h explains the model). Draws come from
+// generator (cache/sim/trace_generator.h explains the model). Draws come from
 // ScenePicker with each camera's own RNG stream; dwell is applied here.
 //
 // Not thread-safe (cameras' current scenes and RNGs change per frame).
-#ifndef EDGE_CACHE_INTERNAL_CAMERA_FLEET_H_
-#define EDGE_CACHE_INTERNAL_CAMERA_FLEET_H_
+#ifndef EDGE_CACHE_SIM_INTERNAL_CAMERA_FLEET_H_
+#define EDGE_CACHE_SIM_INTERNAL_CAMERA_FLEET_H_
 
 #include <random>
 #include <vector>
 
-#include "cache/trace_generator.h"
-#include "common/scene_picker.h"
+#include "cache/sim/trace_generator.h"
+#include "tools/cpp/scene_picker.h"
 
 namespace edge::internal {
 
@@ -33,4 +33,4 @@ class CameraFleet {
 
 }  // namespace edge::internal
 
-#endif  // EDGE_CACHE_INTERNAL_CAMERA_FLEET_H_
+#endif  // EDGE_CACHE_SIM_INTERNAL_CAMERA_FLEET_H_

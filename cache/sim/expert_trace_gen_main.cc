@@ -1,5 +1,5 @@
 // expert_trace_gen: writes a synthetic camera-fleet expert access trace
-// (cache/trace_generator.h explains the model; cache/access_trace.h the
+// (cache/sim/trace_generator.h explains the model; cache/access_trace.h the
 // format) for cache_sim.
 //
 //   expert_trace_gen --out trace.csv [--model_dir DIR] [--zipf_alpha 1.2]
@@ -19,7 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "cache/trace_generator.h"
+#include "cache/sim/trace_generator.h"
 
 ABSL_FLAG(std::string, out, "", "trace file to write (required)");
 ABSL_FLAG(std::string, model_dir, "",

@@ -14,13 +14,13 @@
 // id), so a camera's sequence of scenes does not depend on thread timing.
 //
 // Shared by edge-loadtest (which scene's frame a camera sends) and the
-// expert trace generator (cache/trace_generator.h), so synthetic traces and
+// expert trace generator (cache/sim/trace_generator.h), so synthetic traces and
 // load runs follow the same popularity model.
 //
 // Immutable after construction; Pick() is thread-safe as long as each
 // thread passes its own RNG.
-#ifndef EDGE_COMMON_SCENE_PICKER_H_
-#define EDGE_COMMON_SCENE_PICKER_H_
+#ifndef EDGE_TOOLS_CPP_SCENE_PICKER_H_
+#define EDGE_TOOLS_CPP_SCENE_PICKER_H_
 
 #include <cstdint>
 #include <random>
@@ -68,4 +68,4 @@ std::mt19937_64 MakeClientRng(uint64_t seed, int client);
 
 }  // namespace edge
 
-#endif  // EDGE_COMMON_SCENE_PICKER_H_
+#endif  // EDGE_TOOLS_CPP_SCENE_PICKER_H_

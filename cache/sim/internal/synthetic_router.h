@@ -1,19 +1,19 @@
 // SyntheticRouter: which experts an image of a given scene is routed to in
-// each MoE layer, for the trace generator (cache/trace_generator.h explains
+// each MoE layer, for the trace generator (cache/sim/trace_generator.h explains
 // the model, image and token mode).
 //
 // The scene -> experts table and the per-layer expert popularity are drawn
 // at construction from the seed; Route() draws the per-image variation from
 // the RNG it is given. Immutable after construction; Route() is
 // thread-safe as long as each thread passes its own RNG.
-#ifndef EDGE_CACHE_INTERNAL_SYNTHETIC_ROUTER_H_
-#define EDGE_CACHE_INTERNAL_SYNTHETIC_ROUTER_H_
+#ifndef EDGE_CACHE_SIM_INTERNAL_SYNTHETIC_ROUTER_H_
+#define EDGE_CACHE_SIM_INTERNAL_SYNTHETIC_ROUTER_H_
 
 #include <random>
 #include <set>
 #include <vector>
 
-#include "cache/trace_generator.h"
+#include "cache/sim/trace_generator.h"
 
 namespace edge::internal {
 
@@ -49,4 +49,4 @@ class SyntheticRouter {
 
 }  // namespace edge::internal
 
-#endif  // EDGE_CACHE_INTERNAL_SYNTHETIC_ROUTER_H_
+#endif  // EDGE_CACHE_SIM_INTERNAL_SYNTHETIC_ROUTER_H_

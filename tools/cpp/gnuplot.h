@@ -1,12 +1,12 @@
 // Drawing plots with gnuplot, an optional tool: the PNGs of edge-loadtest
 // (loadtest/latency_plots.h) and cache_sim. Callers write their data and a
-// gnuplot script to files (common/text_file.h), then RunGnuplot(); without
+// gnuplot script to files (tools/cpp/text_file.h), then RunGnuplot(); without
 // gnuplot on PATH nothing is drawn and FAILED_PRECONDITION says so, so the
 // caller can report that and go on.
 //
 // Stateless and thread-safe.
-#ifndef EDGE_COMMON_GNUPLOT_H_
-#define EDGE_COMMON_GNUPLOT_H_
+#ifndef EDGE_TOOLS_CPP_GNUPLOT_H_
+#define EDGE_TOOLS_CPP_GNUPLOT_H_
 
 #include <string>
 
@@ -26,4 +26,4 @@ absl::Status RunGnuplot(const std::string& gnuplot,
 
 }  // namespace edge
 
-#endif  // EDGE_COMMON_GNUPLOT_H_
+#endif  // EDGE_TOOLS_CPP_GNUPLOT_H_

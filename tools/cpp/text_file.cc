@@ -1,4 +1,4 @@
-#include "common/text_file.h"
+#include "tools/cpp/text_file.h"
 
 #include <fstream>
 

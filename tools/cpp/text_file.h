@@ -1,7 +1,7 @@
 // Writing a whole text file (reports, plot data, scripts) in one call.
 // Stateless and thread-safe for distinct paths.
-#ifndef EDGE_COMMON_TEXT_FILE_H_
-#define EDGE_COMMON_TEXT_FILE_H_
+#ifndef EDGE_TOOLS_CPP_TEXT_FILE_H_
+#define EDGE_TOOLS_CPP_TEXT_FILE_H_
 
 #include <string>
 
@@ -15,4 +15,4 @@ absl::Status WriteTextFile(const std::string& path,
 
 }  // namespace edge
 
-#endif  // EDGE_COMMON_TEXT_FILE_H_
+#endif  // EDGE_TOOLS_CPP_TEXT_FILE_H_

@@ -1,10 +1,10 @@
-#include "cache/internal/synthetic_router.h"
+#include "cache/sim/internal/synthetic_router.h"
 
 #include <algorithm>
 #include <numeric>
 
-#include "common/random.h"
-#include "common/scene_picker.h"
+#include "tools/cpp/random.h"
+#include "tools/cpp/scene_picker.h"
 
 namespace edge::internal {
 namespace {

@@ -1,11 +1,11 @@
-#include "cache/trace_generator.h"
+#include "cache/sim/trace_generator.h"
 
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "cache/internal/camera_fleet.h"
-#include "cache/internal/synthetic_router.h"
-#include "common/random.h"
+#include "cache/sim/internal/camera_fleet.h"
+#include "cache/sim/internal/synthetic_router.h"
+#include "tools/cpp/random.h"
 
 namespace edge {
 namespace {

@@ -1,10 +1,10 @@
-#include "common/scene_picker.h"
+#include "tools/cpp/scene_picker.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-#include "common/random.h"
+#include "tools/cpp/random.h"
 
 namespace edge {
 namespace {

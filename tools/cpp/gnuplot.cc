@@ -1,4 +1,4 @@
-#include "common/gnuplot.h"
+#include "tools/cpp/gnuplot.h"
 
 #include <spawn.h>
 #include <sys/wait.h>

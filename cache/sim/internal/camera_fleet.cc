@@ -1,6 +1,6 @@
-#include "cache/internal/camera_fleet.h"
+#include "cache/sim/internal/camera_fleet.h"
 
-#include "common/random.h"
+#include "tools/cpp/random.h"
 
 namespace edge::internal {
 namespace {

@@ -1,12 +1,12 @@
-// Synthetic expert access traces of a camera fleet, for cache_sim and the
-// expert cache's tests: what an MoE gateway serving fixed cameras would ask
-// its expert cache for, without a trained model or a running gateway.
+// Synthetic expert access traces of a camera fleet, for cache_sim and its
+// tests: what an MoE gateway serving fixed cameras would ask its expert
+// cache for, without a trained model or a running gateway.
 //
 // The model, one step per batch:
 //
 //   Cameras. C cameras share K scenes whose popularity is Zipf(alpha) over
 //   a ranking, each camera offset into the ranking so that it has "its"
-//   scenes (ScenePicker, common/scene_picker.h: the same model edge-loadtest
+//   scenes (ScenePicker, tools/cpp/scene_picker.h: the same model edge-loadtest
 //   sends frames by). A camera's next frame keeps its current scene with
 //   probability `dwell` (a fixed camera sees the same view for a while) and
 //   otherwise draws a scene. Every `drift_batches` the ranking is
@@ -32,8 +32,8 @@
 //
 // Deterministic: the trace depends only on the options (seed included).
 // Stateless and thread-safe.
-#ifndef EDGE_CACHE_TRACE_GENERATOR_H_
-#define EDGE_CACHE_TRACE_GENERATOR_H_
+#ifndef EDGE_CACHE_SIM_TRACE_GENERATOR_H_
+#define EDGE_CACHE_SIM_TRACE_GENERATOR_H_
 
 #include <cstdint>
 #include <string>
@@ -101,4 +101,4 @@ absl::StatusOr<std::vector<ExpertAccess>> GenerateTrace(
 
 }  // namespace edge
 
-#endif  // EDGE_CACHE_TRACE_GENERATOR_H_
+#endif  // EDGE_CACHE_SIM_TRACE_GENERATOR_H_

@@ -1,6 +1,6 @@
 // Tests of the camera/scene popularity model shared by edge-loadtest and
 // the expert trace generator.
-#include "common/scene_picker.h"
+#include "tools/cpp/scene_picker.h"
 
 #include <algorithm>
 #include <map>

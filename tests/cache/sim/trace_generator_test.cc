@@ -1,19 +1,19 @@
 // Tests of the synthetic trace generator: determinism, the trace's
 // structure, and the statistics of its model (Zipf scene popularity, dwell,
 // drift, expert skew, token routing) against their formulas.
-#include "cache/trace_generator.h"
+#include "cache/sim/trace_generator.h"
 
 #include <algorithm>
 #include <map>
 #include <set>
 #include <vector>
 
-#include "cache/internal/camera_fleet.h"
-#include "cache/internal/synthetic_router.h"
-#include "common/scene_picker.h"
+#include "cache/sim/internal/camera_fleet.h"
+#include "cache/sim/internal/synthetic_router.h"
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/test_model.h"
+#include "tools/cpp/scene_picker.h"
 
 namespace edge {
 namespace {
