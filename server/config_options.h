@@ -9,7 +9,8 @@
 // gateway. The one exception is EngineOptions::max_batch_size (see
 // kMaxBatchSize, engine/vmoe_engine.h).
 //
-// REQUIRES (every function): ValidateServerConfig(config) is OK.
+// REQUIRES: ValidateServerConfig(config) is OK (except for
+// EngineOptionsFrom, which the validation calls).
 // Thread-safe: pure functions, except MemoryLimitFrom, which reads /proc and
 // /sys.
 #ifndef EDGE_SERVER_CONFIG_OPTIONS_H_
