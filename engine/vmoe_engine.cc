@@ -42,6 +42,16 @@ std::string DescribePrecision(ComputeDtype compute,
   return absl::StrCat(base, "/", experts, "-experts");
 }
 
+absl::Status CheckOptions(const EngineOptions& options) {
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError("max_batch_size must be >= 1");
+  }
+  if (options.num_threads < 0) {
+    return absl::InvalidArgumentError("num_threads must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct VmoeEngine::State {
@@ -82,18 +92,21 @@ VmoeEngine::~VmoeEngine() = default;
 
 absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
     const std::string& model_dir, EngineOptions options) {
-  if (options.max_batch_size < 1) {
-    return absl::InvalidArgumentError("max_batch_size must be >= 1");
-  }
-  if (options.num_threads < 0) {
-    return absl::InvalidArgumentError("num_threads must be >= 0");
-  }
+  // Before the manifest: a bad option fails without reading the model.
+  RETURN_IF_ERROR(CheckOptions(options));
+  ASSIGN_OR_RETURN(ModelManifest manifest, ModelManifest::Load(model_dir));
+  return Create(std::move(manifest), std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
+    ModelManifest manifest, EngineOptions options) {
+  RETURN_IF_ERROR(CheckOptions(options));
   auto state = std::make_unique<State>();
   state->options = options;
   state->activations = options.compute_dtype == ComputeDtype::kBfloat16
                            ? DataType::bf16
                            : DataType::f32;
-  ASSIGN_OR_RETURN(state->manifest, ModelManifest::Load(model_dir));
+  state->manifest = std::move(manifest);
   state->precision =
       DescribePrecision(options.compute_dtype, state->manifest.precision());
   // Weight reorders are OpenMP work: run them on the compute thread.
@@ -132,8 +145,8 @@ absl::StatusOr<std::unique_ptr<VmoeEngine>> VmoeEngine::Create(
             static_cast<int>(moe.layers.size()), moe.num_experts);
       }
     } catch (const dnnl::error& e) {
-      return absl::InternalError(
-          absl::StrCat("oneDNN loading ", model_dir, ": ", e.what()));
+      return absl::InternalError(absl::StrCat(
+          "oneDNN loading ", state->manifest.model_dir(), ": ", e.what()));
     }
     return absl::OkStatus();
   };

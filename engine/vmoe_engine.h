@@ -83,10 +83,19 @@ enum class ComputeDtype {
 absl::StatusOr<ComputeDtype> ParseComputeDtype(absl::string_view name);
 const char* ComputeDtypeName(ComputeDtype dtype);  // "f32" or "bf16"
 
+// The largest batch an engine accepts by default, and the largest
+// max_batch_size the gateway may be configured with: an engine made
+// without a configuration (tools, tests) runs every batch a served one
+// could. 64 is four times the served default of 16: on two cores a batch
+// of 16 computes only 5-9% more images/s than a batch of 1 (BENCHMARKS.md),
+// so larger batches would add latency and workspace memory for next to no
+// throughput.
+inline constexpr int kMaxBatchSize = 64;
+
 struct EngineOptions {
   // Largest batch Run() accepts; workspaces are sized for it on demand.
-  // 64 covers every batcher setting we ship (max_batch_size 16 by default).
-  int max_batch_size = 64;
+  // The gateway sets it to its own max_batch_size.
+  int max_batch_size = kMaxBatchSize;
   ComputeDtype compute_dtype = ComputeDtype::kFloat32;
   // OpenMP threads each Run() computes with; 0 keeps OpenMP's default
   // (OMP_NUM_THREADS, else one per CPU the process may run on). Set it to
@@ -145,6 +154,10 @@ class VmoeEngine {
   // each naming the file.
   static absl::StatusOr<std::unique_ptr<VmoeEngine>> Create(
       const std::string& model_dir, EngineOptions options = {});
+  // The same for a manifest the caller has loaded (ModelManifest::Load),
+  // so that start-up reads it once.
+  static absl::StatusOr<std::unique_ptr<VmoeEngine>> Create(
+      ModelManifest manifest, EngineOptions options = {});
   ~VmoeEngine();
 
   const ModelManifest& manifest() const;

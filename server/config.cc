@@ -12,6 +12,7 @@
 #include "engine/vmoe_engine.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "server/config_options.h"
 
 namespace edge {
 namespace {
@@ -240,9 +241,8 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
   };
   if (c.model_dir().empty()) return invalid("model_dir is required");
   if (c.listen_address().empty()) return invalid("listen_address is empty");
-  // 64: the engine's largest workspace (EngineOptions::max_batch_size).
-  if (c.max_batch_size() < 1 || c.max_batch_size() > 64) {
-    return invalid("max_batch_size must be in [1, 64], got ",
+  if (c.max_batch_size() < 1 || c.max_batch_size() > kMaxBatchSize) {
+    return invalid("max_batch_size must be in [1, ", kMaxBatchSize, "], got ",
                    c.max_batch_size());
   }
   if (c.max_queue_delay_us() < 0) {
@@ -270,9 +270,8 @@ absl::Status ValidateServerConfig(const ServerConfig& c) {
     return invalid("max_stream_age_ms must be >= 0, got ",
                    c.max_stream_age_ms());
   }
-  if (auto dtype = ParseComputeDtype(c.compute_dtype()); !dtype.ok()) {
-    return invalid("compute_dtype: ", dtype.status().message());
-  }
+  // compute_dtype, parsed where it is used.
+  RETURN_IF_ERROR(EngineOptionsFrom(c, /*cache_budget_bytes=*/0).status());
   if (c.engine_spin_count() < -1) {
     return invalid("engine_spin_count must be >= -1, got ",
                    c.engine_spin_count());

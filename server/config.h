@@ -2,7 +2,8 @@
 // (lowest to highest precedence) the schema's defaults, a JSON config file,
 // environment variables EDGE_GATEWAY_<FIELD> and command-line flags. Every
 // source uses the same field names; a name no source knows is an error that
-// names it, as is a value that does not parse or is out of range.
+// names it, as is a value that does not parse or is out of range. The
+// components' options are made from it in server/config_options.h.
 //
 // Thread-safe: pure functions.
 #ifndef EDGE_SERVER_CONFIG_H_

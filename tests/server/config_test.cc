@@ -5,10 +5,11 @@
 #include <utility>
 #include <vector>
 
+#include "cache/usage_profile.h"
 #include "engine/vmoe_engine.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/inference_pipeline.h"
+#include "server/config_options.h"
 #include "tests/testing/temp_dir.h"
 
 namespace edge {
@@ -26,6 +27,9 @@ TEST(ServerConfigTest, DefaultsComeFromTheSchema) {
   EXPECT_EQ(c.max_queue_delay_us(), 0);
   EXPECT_EQ(c.max_queue_size(), 64);
   EXPECT_EQ(c.max_image_bytes(), 16u << 20);
+  EXPECT_EQ(c.decode_threads(), 2);
+  EXPECT_EQ(c.memory_limit_bytes(), 0u);  // the cgroup's, else half of RAM
+  EXPECT_EQ(c.engine_spin_count(), 1000);
   EXPECT_EQ(c.model_dir(), "");
 }
 
@@ -112,16 +116,6 @@ TEST(ServerConfigTest, ValidationNamesTheField) {
   EXPECT_THAT(ValidateServerConfig(c).message(), HasSubstr("max_queue_size"));
 }
 
-TEST(ServerConfigTest, PipelineAndMemoryDefaultsAgreeWithTheComponents) {
-  const ServerConfig c = DefaultServerConfig();
-  const InferencePipelineOptions pipeline;
-  EXPECT_EQ(c.max_queue_size(), pipeline.max_queue_size);
-  EXPECT_EQ(c.decode_threads(), pipeline.decode_threads);
-  EXPECT_EQ(c.decode_threads(), 2);
-  EXPECT_EQ(c.memory_limit_bytes(), 0u);  // the cgroup's, else half of RAM
-  EXPECT_EQ(c.engine_spin_count(), 1000);
-}
-
 TEST(ServerConfigTest, EngineSpinCountIsChecked) {
   ServerConfig c = DefaultServerConfig();
   c.set_model_dir("/m");
@@ -183,18 +177,7 @@ TEST(ServerConfigTest, TlsFilesComeInPairsAndMutualTlsNeedsThem) {
 TEST(ServerConfigTest, ExpertCacheFieldsDefaultParseAndValidate) {
   ServerConfig c = DefaultServerConfig();
   c.set_model_dir("/m");
-  // The schema's defaults are the components' own.
-  const EngineOptions engine;
-  const AdaptivePolicyOptions& policy = engine.cache.policy;
-  EXPECT_EQ(c.cache_min_bytes(), policy.min_bytes);
-  EXPECT_EQ(c.cache_grow_below(), policy.grow_below);
-  EXPECT_EQ(c.cache_shrink_above(), policy.shrink_above);
-  EXPECT_EQ(c.cache_window_accesses(), policy.window_accesses);
-  EXPECT_EQ(c.cache_resize_interval_accesses(),
-            policy.resize_interval_accesses);
-  EXPECT_EQ(c.prefetch_threads(), engine.cache.prefetch_threads);
-  EXPECT_EQ(c.prefetch_next_layer(), engine.prefetch_next_layer);
-  EXPECT_EQ(engine.expert_failure_policy, ExpertFailurePolicy::kFail);
+  // The numeric defaults are the components' own (ComponentOptionsTest).
   EXPECT_EQ(c.expert_failure_policy(), "fail");
   EXPECT_EQ(c.cache_profile(), "");
   EXPECT_EQ(c.cache_profile_interval_s(), 60);
@@ -280,6 +263,202 @@ TEST(ServerConfigTest, HelpListsEveryFieldWithDefaultAndVariable) {
   }
   EXPECT_THAT(help, HasSubstr("--max_batch_size=16"));
   EXPECT_THAT(help, HasSubstr("EDGE_GATEWAY_MAX_BATCH_SIZE"));
+}
+
+// The gateway's configuration as it starts with no settings but the
+// required model_dir.
+ServerConfig DefaultGatewayConfig() {
+  ServerConfig c = DefaultServerConfig();
+  c.set_model_dir("/m");
+  return c;
+}
+
+// Every schema default equals the component's own default, field by field:
+// a component built without a configuration (tests, tools) behaves as in a
+// default gateway.
+TEST(ComponentOptionsTest, DefaultConfigGivesThePipelineItsDefaults) {
+  const InferencePipelineOptions got =
+      PipelineOptionsFrom(DefaultGatewayConfig());
+  const InferencePipelineOptions want;
+  EXPECT_EQ(got.batcher.max_batch_size, want.batcher.max_batch_size);
+  EXPECT_EQ(got.batcher.max_queue_delay_us, want.batcher.max_queue_delay_us);
+  EXPECT_EQ(got.max_queue_size, want.max_queue_size);
+  EXPECT_EQ(got.decode_threads, want.decode_threads);
+  EXPECT_EQ(got.max_top_k, want.max_top_k);
+  EXPECT_EQ(got.default_top_k, want.default_top_k);
+}
+
+TEST(ComponentOptionsTest, DefaultConfigGivesTheCacheAndEngineTheirDefaults) {
+  const ServerConfig c = DefaultGatewayConfig();
+  // A model whose experts fit in half the limit: unbounded, the default.
+  const uint64_t budget = CacheBudgetBytesFrom(c, 1 << 30, 1 << 20);
+  const absl::StatusOr<EngineOptions> got = EngineOptionsFrom(c, budget);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const EngineOptions want;
+  EXPECT_EQ(got->compute_dtype, want.compute_dtype);
+  EXPECT_EQ(got->num_threads, want.num_threads);
+  EXPECT_EQ(got->expert_failure_policy, want.expert_failure_policy);
+  EXPECT_EQ(got->prefetch_next_layer, want.prefetch_next_layer);
+  // The one exception: an engine built without a configuration accepts
+  // the largest batch a gateway may be configured for.
+  EXPECT_EQ(got->max_batch_size, c.max_batch_size());
+  EXPECT_EQ(want.max_batch_size, kMaxBatchSize);
+
+  const ExpertCacheOptions& cache = got->cache;
+  EXPECT_EQ(cache.budget_bytes, want.cache.budget_bytes);
+  EXPECT_EQ(cache.policy.min_bytes, want.cache.policy.min_bytes);
+  EXPECT_EQ(cache.policy.grow_below, want.cache.policy.grow_below);
+  EXPECT_EQ(cache.policy.shrink_above, want.cache.policy.shrink_above);
+  EXPECT_EQ(cache.policy.window_accesses, want.cache.policy.window_accesses);
+  EXPECT_EQ(cache.policy.resize_interval_accesses,
+            want.cache.policy.resize_interval_accesses);
+  EXPECT_EQ(cache.prefetch_threads, want.cache.prefetch_threads);
+  // The usage profile's recorder takes its interval from the field too.
+  EXPECT_EQ(absl::Seconds(c.cache_profile_interval_s()),
+            UsageProfileRecorderOptions().interval);
+}
+
+TEST(ComponentOptionsTest, DefaultConfigGivesTheServingSideItsDefaults) {
+  const ServerConfig c = DefaultGatewayConfig();
+  const ModelManifest model;  // the model's fields are not the schema's.
+  const ImageDecoderOptions decoder = DecoderOptionsFrom(c, model);
+  EXPECT_EQ(decoder.max_encoded_bytes, ImageDecoderOptions().max_encoded_bytes);
+  EXPECT_EQ(decoder.max_pixels, ImageDecoderOptions().max_pixels);
+
+  const GatewayMetricsOptions metrics = MetricsOptionsFrom(c, model, "");
+  EXPECT_EQ(metrics.listen_address, GatewayMetricsOptions().listen_address);
+
+  const GatewayServiceOptions service = ServiceOptionsFrom(c, 0);
+  EXPECT_EQ(service.max_batch_size, GatewayServiceOptions().max_batch_size);
+  EXPECT_EQ(service.cache_budget_bytes,
+            GatewayServiceOptions().cache_budget_bytes);
+  EXPECT_EQ(service.max_stream_age_ms,
+            GatewayServiceOptions().max_stream_age_ms);
+
+  const GrpcServerOptions grpc = GrpcServerOptionsFrom(c, 512 << 20);
+  EXPECT_EQ(grpc.listen_address, GrpcServerOptions().listen_address);
+  EXPECT_EQ(grpc.max_connection_age_ms,
+            GrpcServerOptions().max_connection_age_ms);
+  EXPECT_EQ(grpc.max_connection_age_grace_ms,
+            GrpcServerOptions().max_connection_age_grace_ms);
+}
+
+TEST(ComponentOptionsTest, EachFieldLandsInItsComponentsField) {
+  ServerConfig c = DefaultGatewayConfig();
+  c.set_max_batch_size(8);
+  c.set_max_queue_delay_us(500);
+  c.set_max_queue_size(32);
+  c.set_decode_threads(3);
+  c.set_max_top_k(7);
+  c.set_cache_budget_bytes(4096);
+  c.set_cache_min_bytes(100);
+  c.set_cache_grow_below(0.5);
+  c.set_cache_shrink_above(0.75);
+  c.set_cache_window_accesses(64);
+  c.set_cache_resize_interval_accesses(32);
+  c.set_prefetch_threads(2);
+  c.set_prefetch_next_layer(false);
+  c.set_expert_failure_policy("reroute");
+  c.set_compute_dtype("bf16");
+  c.set_engine_threads(4);
+  c.set_max_image_bytes(1000);
+  c.set_max_image_pixels(2000);
+  c.set_metrics_address("127.0.0.1:0");
+  c.set_max_stream_age_ms(3000);
+  ASSERT_EQ(ValidateServerConfig(c), absl::OkStatus());
+
+  const InferencePipelineOptions pipeline = PipelineOptionsFrom(c);
+  EXPECT_EQ(pipeline.batcher.max_batch_size, 8);
+  EXPECT_EQ(pipeline.batcher.max_queue_delay_us, 500);
+  EXPECT_EQ(pipeline.max_queue_size, 32);
+  EXPECT_EQ(pipeline.decode_threads, 3);
+  EXPECT_EQ(pipeline.max_top_k, 7u);
+
+  const absl::StatusOr<EngineOptions> engine = EngineOptionsFrom(c, 4096);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_EQ(engine->max_batch_size, 8);
+  EXPECT_EQ(engine->compute_dtype, ComputeDtype::kBfloat16);
+  EXPECT_EQ(engine->num_threads, 4);
+  EXPECT_EQ(engine->expert_failure_policy, ExpertFailurePolicy::kReroute);
+  EXPECT_FALSE(engine->prefetch_next_layer);
+  EXPECT_EQ(engine->cache.budget_bytes, 4096u);
+  EXPECT_EQ(engine->cache.policy.min_bytes, 100u);
+  EXPECT_EQ(engine->cache.policy.grow_below, 0.5);
+  EXPECT_EQ(engine->cache.policy.shrink_above, 0.75);
+  EXPECT_EQ(engine->cache.policy.window_accesses, 64);
+  EXPECT_EQ(engine->cache.policy.resize_interval_accesses, 32);
+  EXPECT_EQ(engine->cache.prefetch_threads, 2);
+
+  const ModelManifest model;
+  const ImageDecoderOptions decoder = DecoderOptionsFrom(c, model);
+  EXPECT_EQ(decoder.max_encoded_bytes, 1000u);
+  EXPECT_EQ(decoder.max_pixels, 2000u);
+  EXPECT_EQ(decoder.image_size, model.config().image_size);
+
+  const GatewayMetricsOptions metrics = MetricsOptionsFrom(c, model, "bf16");
+  EXPECT_EQ(metrics.listen_address, "127.0.0.1:0");
+  EXPECT_EQ(metrics.precision, "bf16");
+  EXPECT_TRUE(metrics.moe_layers.empty());  // a model without MoE layers.
+
+  const GatewayServiceOptions service = ServiceOptionsFrom(c, 4096);
+  EXPECT_EQ(service.max_batch_size, 8);
+  EXPECT_EQ(service.cache_budget_bytes, 4096u);
+  EXPECT_EQ(service.max_stream_age_ms, 3000);
+}
+
+// Validation checks the engine's fields with the engine's own rules.
+TEST(ComponentOptionsTest, ValidationUsesTheEnginesDtypeNamesAndBatchLimit) {
+  ServerConfig c = DefaultGatewayConfig();
+  c.set_compute_dtype("fp16");
+  const absl::Status s = EngineOptionsFrom(c, 0).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("compute_dtype: compute dtype"));
+  EXPECT_EQ(ValidateServerConfig(c), s);
+  c.set_max_batch_size(kMaxBatchSize + 1);
+  EXPECT_THAT(ValidateServerConfig(c).message(),
+              HasSubstr("max_batch_size must be in [1, 64]"));
+}
+
+TEST(ComponentOptionsTest, MemoryLimitAndCacheBudget) {
+  ServerConfig c = DefaultGatewayConfig();
+  c.set_memory_limit_bytes(1000);
+  const absl::StatusOr<MemoryLimit> limit = MemoryLimitFrom(c);
+  ASSERT_TRUE(limit.ok()) << limit.status();
+  EXPECT_EQ(limit->bytes, 1000u);
+  EXPECT_EQ(limit->source, "memory_limit_bytes");
+  // Unbounded while every expert fits in half the limit, else half of it.
+  EXPECT_EQ(CacheBudgetBytesFrom(c, 1000, 500), 0u);
+  EXPECT_EQ(CacheBudgetBytesFrom(c, 1000, 501), 500u);
+  c.set_cache_budget_bytes(300);
+  EXPECT_EQ(CacheBudgetBytesFrom(c, 1000, 501), 300u);
+}
+
+TEST(ComponentOptionsTest, GrpcServerAgesAndMessageSize) {
+  ServerConfig c = DefaultGatewayConfig();
+  c.set_listen_address("0.0.0.0:1234");
+  // 512 MiB: a quota of 128 MiB, messages up to 64 MiB, below the 120 MB
+  // raw frame of 40 MP.
+  GrpcServerOptions grpc = GrpcServerOptionsFrom(c, 512u << 20);
+  EXPECT_EQ(grpc.listen_address, "0.0.0.0:1234");
+  EXPECT_EQ(grpc.transport_quota_bytes, 128u << 20);
+  EXPECT_EQ(grpc.max_receive_message_bytes, 64 << 20);
+  c.set_max_image_pixels(1000);  // now the encoded 16 MiB is the largest.
+  grpc = GrpcServerOptionsFrom(c, 512u << 20);
+  EXPECT_EQ(grpc.max_receive_message_bytes, (16 << 20) + 65536);
+  // The grace outlasts the streams' own age by 10 s; without a stream age
+  // it is gRPC's "never".
+  c.set_max_connection_age_ms(300000);
+  grpc = GrpcServerOptionsFrom(c, 512u << 20);
+  EXPECT_EQ(grpc.max_connection_age_ms, 300000);
+  EXPECT_EQ(grpc.max_connection_age_grace_ms, INT32_MAX);
+  c.set_max_stream_age_ms(300000);
+  grpc = GrpcServerOptionsFrom(c, 512u << 20);
+  EXPECT_EQ(grpc.max_connection_age_grace_ms, 310000);
+  c.set_max_connection_age_ms(int64_t{1} << 40);
+  c.set_max_stream_age_ms(INT64_MAX);
+  grpc = GrpcServerOptionsFrom(c, 512u << 20);
+  EXPECT_EQ(grpc.max_connection_age_ms, INT32_MAX);
+  EXPECT_EQ(grpc.max_connection_age_grace_ms, INT32_MAX);
 }
 
 }  // namespace
