@@ -18,51 +18,22 @@ Starts edge_gateway on 127.0.0.1 with ports 0 (both ports are read from its
     and streams after 2 s (max_stream_age_ms), an 8 s stream run reopens
     each camera's stream, sends its unanswered frames again and leaves none
     unanswered.
-Standard library only; exits non-zero with a message on the first failure.
+Standard library and tools.harness (whose start_gateway gives the gateway one
+OpenMP thread, as the other tests do); exits non-zero with a message on the
+first failure.
 """
 
 import argparse
 import json
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-SERVING = re.compile(r"serving \S+ on \S+ port (\d+) metrics_port (\d+)")
+from tools import harness
+from tools.harness import check
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def start_gateway(binary, model_dir, log_path, extra=()):
-    """Starts the gateway; returns (process, grpc_port, metrics_port)."""
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [binary, "--model_dir", model_dir, "--listen_address", "127.0.0.1:0",
-         "--metrics_address", "127.0.0.1:0", *extra],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        match = SERVING.search(log_path.read_text())
-        if match:
-            return process, int(match.group(1)), int(match.group(2))
-        if process.poll() is not None:
-            fail(f"gateway exited with {process.returncode}:\n"
-                 f"{log_path.read_text()}")
-        time.sleep(0.05)
-    process.kill()
-    fail(f"gateway did not log its ports within 15 s:\n{log_path.read_text()}")
 
 
 def run_loadtest(binary, args, timeout_s):
@@ -130,18 +101,9 @@ def run_mode(binary, work, port, metrics_port, label, mode_args, seconds):
     return report
 
 
-def stop_gateway(gateway):
-    gateway.send_signal(signal.SIGTERM)
-    try:
-        return gateway.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        gateway.kill()
-        fail("gateway did not stop within 15 s of SIGTERM")
-
-
 def check_streams_reopen(flags, work):
     """Streams that age out end; the loadtest reopens them."""
-    gateway, port, metrics_port = start_gateway(
+    gateway, port, metrics_port = harness.start_gateway(
         flags.gateway, flags.model_dir, work / "gateway-age.log",
         ["--max_connection_age_ms", "1000", "--max_stream_age_ms", "2000"])
     try:
@@ -152,7 +114,7 @@ def check_streams_reopen(flags, work):
             "--target", f"127.0.0.1:{port}", "--metrics_port",
             str(metrics_port), "--json_out", str(json_path)], timeout_s=40)
     finally:
-        stop_gateway(gateway)
+        harness.stop_process(gateway)
     check(result.returncode == 0, f"reopen: exit {result.returncode}, want 0")
     report = check_report(json_path, "reopen")
     check(report["streams_reopened"] >= 2,
@@ -174,7 +136,7 @@ def main():
     work.mkdir(parents=True)
 
     check_bad_flags(flags.loadtest)
-    gateway, port, metrics_port = start_gateway(
+    gateway, port, metrics_port = harness.start_gateway(
         flags.gateway, flags.model_dir, work / "gateway.log")
     try:
         stream = run_mode(
@@ -186,11 +148,10 @@ def main():
         run_mode(flags.loadtest, work, port, metrics_port, "unary",
                  ["--mode", "unary", "--concurrency", "8"], 2)
     finally:
-        code = stop_gateway(gateway)
+        code = harness.stop_process(gateway)
     check(code == 0, f"gateway exited {code} after SIGTERM, want 0")
     check_streams_reopen(flags, work)
-    print("PASS")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main_wrapper(main))

@@ -15,7 +15,7 @@ byte budget, and checks:
     expert bytes);
   - the plot is a PNG when gnuplot is installed;
   - bad command lines exit 2, an unreadable trace exits 1.
-Standard library only; exits non-zero with a message on the first failure.
+Standard library and tools.harness; exits non-zero with a message on the first failure.
 """
 
 import argparse
@@ -25,27 +25,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools import harness
+from tools.harness import check
+
 POLICIES = ["lru", "adaptive", "lru_at_peak", "s3fifo", "static_oracle",
             "belady"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fail(message):
-    print(f"FAIL: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
 def run(args, expect=0):
     result = subprocess.run([str(a) for a in args], capture_output=True,
                             text=True, timeout=120)
-    if result.returncode != expect:
-        fail(f"{' '.join(map(str, args))} exited {result.returncode}, "
-             f"expected {expect}:\n{result.stdout}\n{result.stderr}")
+    check(result.returncode == expect,
+          f"{' '.join(map(str, args))} exited {result.returncode}, "
+          f"expected {expect}:\n{result.stdout}\n{result.stderr}")
     return result
 
 
@@ -111,4 +104,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.main_wrapper(main))
